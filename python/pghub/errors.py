@@ -1,0 +1,39 @@
+"""The exceptions pghub raises. Every one derives from :class:`PghubError`."""
+
+from __future__ import annotations
+
+
+class PghubError(Exception):
+    """Base class of every error pghub raises."""
+
+
+class InvalidTopic(PghubError, ValueError):
+    """A topic breaks the wire rules: 1 to 63 characters of ``[A-Za-z0-9_]``."""
+
+
+class InvalidKey(PghubError, ValueError):
+    """A key is not a sequence of integers within the signed 64-bit range."""
+
+
+class InvalidValue(PghubError, ValueError):
+    """A value cannot be written as canonical JSON (the message names the path inside it)."""
+
+
+class PayloadTooLarge(PghubError, ValueError):
+    """An encoded payload is longer than PostgreSQL accepts (``size`` against ``limit`` bytes)."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class InvalidPayload(PghubError, ValueError):
+    """A notification payload that no pghub encoder could have written.
+
+    ``offset`` is the byte offset (in UTF-8) where the payload goes wrong.
+    """
+
+    def __init__(self, message: str, *, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
