@@ -7,6 +7,7 @@ fresh database cloned from it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,10 @@ def _load_extensions(**kwargs: Any) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pghub")
 
 
-pg_server = factories.postgresql_noproc(load=[_load_extensions])
+# A database name of this run's own, so that runs side by side never share a template.
+pg_server = factories.postgresql_noproc(
+    dbname=f"pghub_test_{os.getpid()}", load=[_load_extensions]
+)
 pg = factories.postgresql("pg_server")
 
 

@@ -1,0 +1,32 @@
+"""pghub: PostgreSQL LISTEN/NOTIFY as an event hub.
+
+Every event is a topic (a notification channel), a key (a tuple of 64-bit integers) and a
+JSON value. See README.md and docs/ for the wire format, the hub and the SQL extension.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    InvalidKey,
+    InvalidPayload,
+    InvalidTopic,
+    InvalidValue,
+    PayloadTooLarge,
+    PghubError,
+)
+from .events import Action, Advisory, Event
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "Action",
+    "Advisory",
+    "Event",
+    "InvalidKey",
+    "InvalidPayload",
+    "InvalidTopic",
+    "InvalidValue",
+    "PayloadTooLarge",
+    "PghubError",
+    "__version__",
+]
