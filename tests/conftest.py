@@ -17,7 +17,8 @@ from pytest_postgresql import factories
 
 
 def _load_extensions(**kwargs: Any) -> None:
-    with psycopg.connect(**kwargs, autocommit=True) as conn:
+    # pytest-postgresql passes autocommit among kwargs: override it rather than repeat it.
+    with psycopg.connect(**{**kwargs, "autocommit": True}) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pghub")
 
 
