@@ -15,10 +15,12 @@ from .errors import (
     PghubError,
 )
 from .events import Action, Advisory, Event
+from .wire import MAX_PAYLOAD_BYTES, channel, decode_event, decode_payload, encode_payload
 
 __version__ = "0.3.0"
 
 __all__ = [
+    "MAX_PAYLOAD_BYTES",
     "Action",
     "Advisory",
     "Event",
@@ -29,4 +31,8 @@ __all__ = [
     "PayloadTooLarge",
     "PghubError",
     "__version__",
+    "channel",
+    "decode_event",
+    "decode_payload",
+    "encode_payload",
 ]

@@ -1,0 +1,265 @@
+"""Canonical JSON: the text PostgreSQL's ``jsonb`` prints, without whitespace, ``$`` escaped.
+
+Two writers produce the same text. The fast one reorders objects into jsonb order and lets
+the C encoder of :mod:`json` write the result; it only takes values where that encoder is
+provably byte-identical (see :func:`_prepare`). Anything else (Decimal, floats that Python
+prints with an exponent, ``default=`` conversions, errors) goes to the careful writer,
+which is the reference and names the path of any unsupported part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from .errors import InvalidValue, PayloadTooLarge
+
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
+MAX_PAYLOAD_BYTES = 7999
+
+Default = Callable[[Any], Any]
+
+# json's C string escaper, ensure_ascii=False flavour: `"` `\` \b \f \n \r \t and \u00xx
+# (lower-case hex) for the other characters below U+0020, raw UTF-8 for everything else.
+# That is exactly PostgreSQL's escape_json().
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+_c_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
+).encode
+
+# What jsonb cannot hold: U+0000 and lone surrogates (a paired one cannot exist in a str).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# In the fast writer's output: a raw surrogate, or the escape json writes for U+0000. A string
+# holding a backslash followed by "u0000" also matches; the careful writer then decides.
+_SUSPECT_OUTPUT = re.compile("[\ud800-\udfff]|\\\\u0000")
+
+
+class _Fallback(Exception):
+    """The fast writer cannot vouch for this value: let the careful writer do it."""
+
+
+def dumps(value: Any, default: Default | None = None) -> str:
+    """The canonical JSON text of ``value``; raises InvalidValue naming the bad part."""
+    try:
+        if default is not None:
+            raise _Fallback
+        text = _c_encode(_prepare(value))
+        if _SUSPECT_OUTPUT.search(text) is not None:
+            raise _Fallback
+    except (_Fallback, ValueError, TypeError, RecursionError):
+        text = careful_dumps(value, default)
+    return text.replace("$", "\\u0024")
+
+
+def jsonb_key_order(key: str) -> tuple[int, str]:
+    """Sort key of jsonb object members: shorter UTF-8 first, then byte order.
+
+    For valid Unicode, code point order is UTF-8 byte order, so the str itself serves.
+    """
+    return (len(key) if key.isascii() else len(key.encode("utf-8")), key)
+
+
+# --- the fast writer -------------------------------------------------------------------
+
+
+def _float_is_plain(number: float) -> bool:
+    """True where json writes this float exactly as canonical JSON does (its repr)."""
+    text = float.__repr__(number)
+    return "e" not in text and "n" not in text and text != "-0.0"  # "n": nan, inf
+
+
+def _prepare(value: Any) -> Any:
+    """Return ``value`` with every object in jsonb order, or raise _Fallback.
+
+    After this, json's C encoder writes canonical JSON byte for byte: strings escape alike
+    (checked on the output for U+0000 and surrogates), ints and plain floats print alike,
+    and every type left is one json writes natively. Unchanged parts are returned as is.
+    """
+    kind = type(value)
+    if kind is dict:
+        keys = list(value)
+        for key in keys:
+            if type(key) is not str:
+                raise _Fallback
+        ordered = sorted(keys, key=jsonb_key_order) if len(keys) > 1 else keys
+        changed = ordered != keys
+        result = {}
+        for key in ordered:
+            item = value[key]
+            kind = type(item)
+            if kind is str or kind is int or kind is bool or item is None:
+                result[key] = item
+            elif kind is float:
+                if not _float_is_plain(item):
+                    raise _Fallback
+                result[key] = item
+            else:
+                new = _prepare(item)
+                changed = changed or new is not item
+                result[key] = new
+        return result if changed else value
+    if kind is list or kind is tuple:
+        items = []
+        changed = False
+        for item in value:
+            kind = type(item)
+            if kind is str or kind is int or kind is bool or item is None:
+                items.append(item)
+            elif kind is float:
+                if not _float_is_plain(item):
+                    raise _Fallback
+                items.append(item)
+            else:
+                new = _prepare(item)
+                changed = changed or new is not item
+                items.append(new)
+        return items if changed else value
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float and _float_is_plain(value):
+        return value
+    raise _Fallback
+
+
+# --- the careful writer (the reference) --------------------------------------------------
+
+
+def careful_dumps(value: Any, default: Default | None = None) -> str:
+    """Canonical JSON written node by node (``$`` not yet escaped)."""
+    out: list[str] = []
+    try:
+        _write(value, out, [], default)
+    except RecursionError:
+        raise InvalidValue("value nests too deeply (or contains itself)") from None
+    return "".join(out)
+
+
+def path_text(path: list[str | int]) -> str:
+    """``value["a"][3]``: where a part sits inside the value."""
+    return "value" + "".join(f"[{json.dumps(step)}]" for step in path)
+
+
+def _fail(path: list[str | int], problem: str) -> InvalidValue:
+    return InvalidValue(f"{path_text(path)}: {problem}")
+
+
+def _write(value: Any, out: list[str], path: list[str | int], default: Default | None) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        bad = _UNSTORABLE.search(value)
+        if bad is not None:
+            what = (
+                "U+0000" if bad.group() == "\x00" else f"a lone surrogate U+{ord(bad.group()):04X}"
+            )
+            raise _fail(path, f"string holds {what} at index {bad.start()}, which jsonb cannot")
+        out.append(_quote(value))
+    elif isinstance(value, int):
+        out.append(int_text(value))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail(path, f"{value!r} is not a JSON number")
+        out.append(float_text(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _fail(path, f"Decimal {value} is not a JSON number")
+        out.append(decimal_text(value))
+    elif isinstance(value, dict):
+        _write_object(value, out, path, default)
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            path.append(index)
+            _write(item, out, path, default)
+            path.pop()
+        out.append("]")
+    elif default is not None:
+        converted = default(value)
+        if converted is value:
+            raise _fail(path, f"default= returned the {type(value).__name__} unchanged")
+        _write(converted, out, path, default)
+    else:
+        raise _fail(path, f"{type(value).__name__} is not JSON serializable")
+
+
+def _write_object(
+    obj: dict[Any, Any], out: list[str], path: list[str | int], default: Default | None
+) -> None:
+    for key in obj:
+        if not isinstance(key, str):
+            raise _fail(path, f"object key {key!r} is a {type(key).__name__}, not a str")
+        bad = _UNSTORABLE.search(key)
+        if bad is not None:
+            raise _fail(path, f"object key {json.dumps(key)} holds U+{ord(bad.group()):04X}")
+    out.append("{")
+    for index, key in enumerate(sorted(obj, key=jsonb_key_order)):
+        if index:
+            out.append(",")
+        out.append(_quote(key))
+        out.append(":")
+        path.append(key)
+        _write(obj[key], out, path, default)
+        path.pop()
+    out.append("}")
+
+
+# --- numbers as PostgreSQL numeric prints them --------------------------------------------
+
+
+def _too_long(digits: int) -> PayloadTooLarge:
+    # Refuse before printing: a huge number would cost time and memory only to be refused.
+    return PayloadTooLarge(
+        f"a number of at least {digits} digits cannot fit the {MAX_PAYLOAD_BYTES}-byte payload",
+        size=digits,
+        limit=MAX_PAYLOAD_BYTES,
+    )
+
+
+def int_text(number: int) -> str:
+    """Decimal digits of an int, also past Python's 4300-digit str() limit."""
+    try:
+        return int.__repr__(number)
+    except ValueError:  # int_max_str_digits: Decimal converts without that limit
+        digits = int((number.bit_length() - 1) * 0.30102999566398) + 1
+        if digits > MAX_PAYLOAD_BYTES:
+            raise _too_long(digits) from None
+        return format(Decimal(number), "f")
+
+
+def float_text(number: float) -> str:
+    """A finite float in plain decimal from its shortest repr; -0.0 as 0.0."""
+    text = float.__repr__(number)
+    if "e" in text:
+        # The repr's digits and exponent give numeric's scale: max(0, fraction digits - exp).
+        text = format(Decimal(text), "f")
+    if text[0] == "-" and number == 0.0:
+        text = text[1:]
+    return text
+
+
+def decimal_text(number: Decimal) -> str:
+    """A finite Decimal as numeric_out prints it: plain, scale kept, no negative zero."""
+    parts = number.as_tuple()
+    exponent = parts.exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < 0:
+        length = max(len(parts.digits), -exponent)
+    else:
+        length = 1 if number.is_zero() else len(parts.digits) + exponent
+    if length > MAX_PAYLOAD_BYTES:  # the plain text is at least this long
+        raise _too_long(length)
+    text = format(number, "f")
+    if text[0] == "-" and number.is_zero():
+        text = text[1:]
+    return text

@@ -1,0 +1,306 @@
+"""The pghub wire format: topic to channel, and the payload ``e<keys>[:<json>]`` both ways.
+
+docs/wire-format.md states the contract; tests/vectors.json is its executable form, run
+against this module and against the SQL functions of the extension alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from . import _canonical
+from ._canonical import MAX_PAYLOAD_BYTES, Default
+from .errors import InvalidKey, InvalidPayload, InvalidTopic, PayloadTooLarge
+from .events import Event
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "channel",
+    "decode_event",
+    "decode_payload",
+    "encode_payload",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_TOPIC_LENGTH = 63
+
+# --- topics ------------------------------------------------------------------------------
+
+_TOPIC = re.compile(r"[A-Za-z0-9_]{1,63}")
+_TOPIC_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Topics seen before: channel() runs on every send, and applications use few topics.
+_channels: dict[str, str] = {}
+_CHANNEL_CACHE_SIZE = 4096
+
+
+def channel(topic: str) -> str:
+    """The notification channel of ``topic``: the topic with ASCII letters in lower case.
+
+    A topic is 1 to 63 characters of ``[A-Za-z0-9_]``; anything else is an InvalidTopic
+    that names the topic and the rule it breaks.
+    """
+    try:
+        return _channels[topic]
+    except (KeyError, TypeError):
+        pass
+    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
+        raise InvalidTopic(_topic_problem(topic))
+    name = topic.lower()  # the topic is ASCII here, so this folds A-Z only
+    if len(_channels) < _CHANNEL_CACHE_SIZE:
+        _channels[topic] = name
+    return name
+
+
+def _topic_problem(topic: object) -> str:
+    if not isinstance(topic, str):
+        return f"topic {topic!r} is a {type(topic).__name__}, not a str"
+    if not topic:
+        return "topic '' is empty: a topic has 1 to 63 characters of [A-Za-z0-9_]"
+    for index, char in enumerate(topic):
+        if char not in _TOPIC_CHARS:
+            return (
+                f"topic {topic!r} has {char!r} at index {index}: "
+                "a topic has only characters of [A-Za-z0-9_]"
+            )
+    return (
+        f"topic {topic!r} is {len(topic)} characters long: "
+        f"a topic has at most {MAX_TOPIC_LENGTH} characters"
+    )
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def encode_payload(
+    key: Iterable[int] | None = None, value: Any = None, *, default: Default | None = None
+) -> str:
+    """The canonical payload of an event: the same text as SQL ``pghub.encode(key, value)``.
+
+    ``key`` is None or an iterable of int (not bool) within the signed 64-bit range.
+    ``value`` is JSON made of dict (str keys), list, tuple, str, int, float, bool, None and
+    Decimal (written as PostgreSQL numeric prints it, scale kept); ``default`` converts
+    anything else, as in :func:`json.dumps`. Raises InvalidKey, InvalidValue (naming the
+    path inside the value) or PayloadTooLarge (over :data:`MAX_PAYLOAD_BYTES` of UTF-8).
+    """
+    payload = "e" if key is None else "e" + _key_text(key)
+    if value is not None:
+        text = _canonical.dumps(value, default)
+        if text != "null":  # a default= that yields None: no value, as for None itself
+            payload = payload + ":" + text
+    # No surrogates are left (both writers refuse them), so the UTF-8 encoding exists.
+    size = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes of UTF-8, over the limit of {MAX_PAYLOAD_BYTES} bytes",
+            size=size,
+            limit=MAX_PAYLOAD_BYTES,
+        )
+    return payload
+
+
+def _key_text(key: Iterable[int]) -> str:
+    """``1,2,3`` for a key; empty for an empty key."""
+    if isinstance(key, (str, bytes, bytearray)):
+        raise InvalidKey(f"key must be an iterable of int, not {type(key).__name__} {key!r}")
+    try:
+        items = key if type(key) is tuple or type(key) is list else tuple(key)
+    except TypeError:
+        raise InvalidKey(
+            f"key must be None or an iterable of int, not {type(key).__name__}"
+        ) from None
+    if not items:
+        return ""
+    for item in items:
+        if type(item) is not int:
+            _check_key_items(items)
+    if min(items) < INT64_MIN or max(items) > INT64_MAX:
+        _check_key_items(items)
+    return ",".join(map(int.__repr__, items))
+
+
+def _check_key_items(items: Iterable[object]) -> None:
+    """Raise InvalidKey for the first element that is not an int64."""
+    for index, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise InvalidKey(f"key[{index}] is {item!r} ({type(item).__name__}), not an int")
+        if not INT64_MIN <= item <= INT64_MAX:
+            raise InvalidKey(
+                f"key[{index}] is {item}, outside the signed 64-bit range {INT64_MIN}..{INT64_MAX}"
+            )
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+# A key list in canonical form, at most 19 digits an element (the range check follows).
+_KEY_LIST = re.compile(r"(?:0|-?[1-9][0-9]{0,18})(?:,(?:0|-?[1-9][0-9]{0,18}))*")
+_DIGITS = frozenset("0123456789")
+# Escapes that may decode to what jsonb refuses: \u0000 and surrogates (paired or not).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_float(text: str) -> Any:
+    """A JSON number with a fraction or exponent as float; beyond float range, as Decimal.
+
+    PostgreSQL's numeric holds numbers no float can (1.5e400): an exact Decimal keeps them
+    instead of turning them into infinity, which is no JSON value.
+    """
+    number = float(text)
+    if number - number != 0.0:  # inf - inf is nan: the number overflowed
+        return Decimal(text)
+    return number
+
+
+def _parse_long_int(text: str) -> int:
+    # Past Python's 4300-digit str-to-int limit; Decimal converts without it.
+    return int(Decimal(text))
+
+
+_decode_json = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant).decode
+_decode_json_long_ints = json.JSONDecoder(
+    parse_float=_parse_float, parse_constant=_reject_constant, parse_int=_parse_long_int
+).decode
+
+
+def decode_payload(payload: str) -> tuple[tuple[int, ...], Any]:
+    """The key and value of a payload; strict, as docs/wire-format.md says.
+
+    Returns ``(key, value)``: key a tuple of int (empty if none), value None if absent or
+    ``null``. JSON integers come back as int, other numbers as float, except numbers beyond
+    float range, which come back as an exact Decimal. Raises InvalidPayload with the UTF-8
+    byte offset where the payload goes wrong (for the JSON part, where it begins).
+    """
+    head, colon, text = payload.partition(":")
+    if head[:1] != "e":
+        raise _prefix_error(payload)
+    if len(head) == 1:
+        key: tuple[int, ...] = ()
+    else:
+        if _KEY_LIST.fullmatch(head, 1) is None:
+            raise _key_list_error(payload)
+        key = tuple(map(int, head[1:].split(",")))
+        if min(key) < INT64_MIN or max(key) > INT64_MAX:
+            raise _key_list_error(payload)
+    if not colon:
+        return key, None
+    return key, _decode_value(text, len(head) + 1)  # the head is ASCII: chars are bytes
+
+
+def decode_event(channel: str, payload: str) -> Event:
+    """The event a notification carries: its channel as topic, and the decoded payload.
+
+    ``channel`` is taken as PostgreSQL delivered it (the lower-case form of the topic).
+    """
+    key, value = decode_payload(payload)
+    return Event(channel, key, value)
+
+
+def _decode_value(text: str, offset: int) -> Any:
+    """Decode the JSON part that starts at byte ``offset``; None for ``null``."""
+    try:
+        value = _load_json(text)
+    except json.JSONDecodeError as exc:
+        raise _json_error(offset, f"{exc.msg} (at character {exc.pos} of the JSON text)") from None
+    except ValueError as exc:  # NaN, Infinity
+        raise _json_error(offset, str(exc)) from None
+    except RecursionError:
+        raise _json_error(offset, "it nests too deeply for Python") from None
+    # json.loads accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only
+    # where the text could hold them (escapes, or raw surrogates in a str built in Python).
+    if _SUSPECT_ESCAPE.search(text) is not None or (
+        not text.isascii() and _SURROGATE.search(text) is not None
+    ):
+        problem = _unstorable(value)
+        if problem is not None:
+            raise _json_error(offset, problem)
+    return value
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return _decode_json(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    return _decode_json_long_ints(text)  # an integer of more than 4300 digits
+
+
+def _json_error(offset: int, problem: str) -> InvalidPayload:
+    return InvalidPayload(f"invalid JSON at byte {offset} of the payload: {problem}", offset=offset)
+
+
+def _unstorable(value: Any) -> str | None:
+    """Describe a string jsonb cannot hold (U+0000, a lone surrogate), or None."""
+    if isinstance(value, str):
+        bad = _canonical._UNSTORABLE.search(value)
+        if bad is None:
+            return None
+        if bad.group() == "\x00":
+            return "a string holds \\u0000, which jsonb cannot"
+        return f"a string holds a lone surrogate U+{ord(bad.group()):04X}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unstorable(key) or _unstorable(item)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = _unstorable(item)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _prefix_error(payload: str) -> InvalidPayload:
+    if not payload:
+        return InvalidPayload("empty payload at byte 0: expected 'e'", offset=0)
+    return InvalidPayload(f"payload starts with {payload[0]!r} at byte 0: expected 'e'", offset=0)
+
+
+def _key_list_error(payload: str) -> InvalidPayload:
+    """Scan the key list the slow way and say where (and why) it goes wrong."""
+    end = len(payload)
+    index = 1
+    while True:
+        start = index
+        if index < end and payload[index] == "-":
+            index += 1
+        if index >= end or payload[index] not in _DIGITS:
+            return _key_error(payload, index, "expected a digit")
+        if payload[index] == "0":
+            if index > start:
+                return _key_error(payload, index, "expected a digit 1-9 after '-' (no -0)")
+            index += 1
+        else:
+            while index < end and payload[index] in _DIGITS:
+                index += 1
+        element = int(payload[start:index])
+        if not INT64_MIN <= element <= INT64_MAX:
+            return InvalidPayload(
+                f"key element {element} at byte {start} is outside the signed 64-bit range",
+                offset=start,
+            )
+        if index < end and payload[index] == ",":
+            index += 1
+            continue
+        if index >= end or payload[index] == ":":
+            # Not reached for a payload the fast path refused; kept total for safety.
+            return _key_error(payload, index, "a valid key list (internal inconsistency)")
+        return _key_error(payload, index, "expected ',' or ':' or the end after a key element")
+
+
+def _key_error(payload: str, index: int, expected: str) -> InvalidPayload:
+    found = repr(payload[index]) if index < len(payload) else "the end"
+    # Everything before index is ASCII (it passed the scan), so index is the byte offset.
+    return InvalidPayload(f"bad key list: {found} at byte {index}: {expected}", offset=index)
