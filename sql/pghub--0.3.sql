@@ -286,3 +286,425 @@ pghub.notify(text, bigint[], jsonb)
 TO public;
 
 -- ==== Triggers: row and statement publishing ====
+-- Tables publish their changes as events on a topic. Two shapes (docs/sql.md, "Publishing tables"):
+--   per row:       one event per changed row, key = the row's key, optionally with the row;
+--   per statement: one event per statement (or as few as fit in 7999 bytes each), key = the
+--                  flattened keys of every affected row, read from the transition tables in
+--                  one set-based query.
+-- TRUNCATE is published by both (op "tru", no key). publish_table() writes the triggers.
+-- SQLSTATEs raised here: 22004 (NULL table), 22023 (bad topic or option), 42703 (no such key
+-- column), 42701 (key column twice), 42804 (key column not smallint/integer/bigint), 42809 (not
+-- a table), 55000 (no primary key and no key columns; nullable key column), 39P01 (trigger used
+-- wrongly).
+
+CREATE OR REPLACE FUNCTION pghub.key_columns(tbl regclass, columns text[] DEFAULT NULL)
+RETURNS name[]
+LANGUAGE plpgsql
+STABLE
+PARALLEL SAFE
+AS $$
+DECLARE
+    resolved name[];
+    all_good boolean;
+    bad record;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- The common case in one indexed catalog query; the diagnosis below runs only on failure.
+    IF columns IS NULL OR cardinality(columns) = 0 THEN
+        SELECT array_agg(a.attname ORDER BY k.n),
+               bool_and(coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23))
+        INTO resolved, all_good
+        FROM pg_catalog.pg_index AS i
+        CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS k (attnum, n)
+        INNER JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        INNER JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+        WHERE i.indrelid = tbl AND i.indisprimary;
+        IF resolved IS NULL THEN
+            RAISE EXCEPTION 'pghub: table % has no primary key and no key columns were given', tbl
+                USING ERRCODE = '55000',
+                      HINT = 'Add a primary key or name integer key columns.';
+        END IF;
+    ELSE
+        SELECT array_agg(a.attname ORDER BY u.n),
+               bool_and(coalesce(coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23)
+                                 AND a.attnotnull, false))
+               AND count(DISTINCT u.col) = count(*)
+        INTO resolved, all_good
+        FROM unnest(columns) WITH ORDINALITY AS u (col, n)
+        LEFT JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = tbl AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid;
+    END IF;
+    IF all_good THEN
+        RETURN resolved;
+    END IF;
+    -- The first offending column, in the order given, with what is wrong with it.
+    SELECT u.col, u.n, a.attname IS NULL AS missing, t.oid AS typ,
+           coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23) AS integral,
+           a.attnotnull AS notnull,
+           count(*) OVER (PARTITION BY u.col) AS times
+    INTO bad
+    FROM unnest(coalesce(nullif(columns, '{}'), resolved::text[])) WITH ORDINALITY AS u (col, n)
+    LEFT JOIN pg_catalog.pg_attribute AS a
+        ON a.attrelid = tbl AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+    ORDER BY a.attname IS NULL DESC,
+             coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23) ASC,
+             count(*) OVER (PARTITION BY u.col) DESC,
+             a.attnotnull ASC,
+             u.n
+    LIMIT 1;
+    IF bad.missing THEN
+        RAISE EXCEPTION 'pghub: key column "%" (number %) does not exist in table %',
+            bad.col, bad.n, tbl
+            USING ERRCODE = '42703';
+    ELSIF NOT bad.integral THEN
+        RAISE EXCEPTION 'pghub: key column "%" of table % is of type %, %',
+            bad.col, tbl, bad.typ::regtype, 'not smallint, integer or bigint'
+            USING ERRCODE = '42804';
+    ELSIF bad.times > 1 THEN
+        RAISE EXCEPTION 'pghub: key column "%" of table % is named more than once', bad.col, tbl
+            USING ERRCODE = '42701';
+    END IF;
+    RAISE EXCEPTION 'pghub: key column "%" of table % can be NULL', bad.col, tbl
+        USING ERRCODE = '55000',
+              HINT = 'A key element cannot be NULL: declare the column NOT NULL.';
+END;
+$$;
+
+COMMENT ON FUNCTION pghub.key_columns(regclass, text[]) IS
+'The key columns pghub publishes for a table: the given column names (exact, case-sensitive) or, '
+'when none are given, the primary key. Errors: 22004 NULL table, 55000 no primary key or a '
+'nullable column, 42703 no such column, 42804 not smallint/integer/bigint, 42701 named twice.';
+
+CREATE OR REPLACE FUNCTION pghub.row_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    topic text := TG_ARGV[0];
+    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    columns text[] := '{}'::text[];
+    with_data boolean := false;
+    key_cols name[];
+    col name;
+    new_row jsonb;
+    old_row jsonb;
+    new_key bigint[] := '{}'::bigint[];
+    old_key bigint[] := '{}'::bigint[];
+    event_key bigint[];
+    data jsonb;
+    value jsonb;
+    bound integer;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_NARGS < 1 THEN
+        RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as first argument'
+            USING ERRCODE = '39P01';
+    END IF;
+    IF TG_LEVEL = 'STATEMENT' THEN
+        IF TG_OP = 'TRUNCATE' THEN
+            PERFORM pghub.notify(topic, NULL, jsonb_build_object('op', 'tru', 'table', tbl));
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'pghub.row_trigger runs FOR EACH ROW (or AFTER TRUNCATE), %',
+            format('not for %s statements', TG_OP)
+            USING ERRCODE = '39P01';
+    END IF;
+    FOR i IN 1 .. TG_NARGS - 1 LOOP
+        IF TG_ARGV[i] = '+data' THEN
+            with_data := true;
+        ELSE
+            columns := columns || TG_ARGV[i];
+        END IF;
+    END LOOP;
+    -- Named key columns are taken as given (publish_table checked them once), so a row costs
+    -- no catalog query; only the primary-key default needs one lookup per row.
+    IF cardinality(columns) = 0 THEN
+        key_cols := pghub.key_columns(TG_RELID);
+    ELSE
+        key_cols := columns;
+    END IF;
+
+    -- Key values are read through jsonb: one conversion per row, no dynamic SQL to plan.
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    FOREACH col IN ARRAY key_cols LOOP
+        IF NOT coalesce(new_row, old_row) ? col THEN
+            RAISE EXCEPTION 'pghub: key column "%" does not exist in table %', col, tbl
+                USING ERRCODE = '42703';
+        END IF;
+        new_key := new_key || (new_row ->> col)::bigint;
+        old_key := old_key || (old_row ->> col)::bigint;
+    END LOOP;
+
+    value := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table', tbl);
+    IF TG_OP = 'DELETE' THEN
+        event_key := old_key;
+        data := old_row;
+    ELSE
+        event_key := new_key;
+        data := new_row;
+        IF TG_OP = 'UPDATE' AND old_key <> new_key THEN
+            value := value || jsonb_build_object('old_key', to_jsonb(old_key));
+        END IF;
+    END IF;
+
+    IF NOT with_data THEN
+        PERFORM pghub.notify(topic, event_key, value);
+        RETURN NULL;
+    END IF;
+    -- Canonical JSON is jsonb's text without the blanks after ':' and ',', with each '$' six bytes
+    -- long: this bound is never below the real size, so most rows need no trial encoding.
+    bound := octet_length(pghub.encode(event_key, value)) + 8 + octet_length(data::text)
+        + 5 * (length(data::text) - length(replace(data::text, '$', '')));
+    IF bound <= 7999 THEN
+        PERFORM pghub.notify(topic, event_key, value || jsonb_build_object('data', data));
+    ELSE
+        BEGIN
+            PERFORM pghub.notify(topic, event_key, value || jsonb_build_object('data', data));
+        EXCEPTION WHEN program_limit_exceeded THEN
+            PERFORM pghub.notify(topic, event_key, value || '{"data_omitted": true}'::jsonb);
+        END;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION pghub.row_trigger() IS
+'Trigger: AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW EXECUTE FUNCTION '
+'pghub.row_trigger(''topic'' [, key column ...] [, ''+data'']). One event per row: '
+'key = the row key '
+'(default: primary key), value = {"op": "ins"|"upd"|"del", "table": "schema.table"}, plus '
+'"old_key" when an UPDATE changed the key, plus "data" (the row) with ''+data'', or '
+'"data_omitted": true when the row does not fit in 7999 bytes. AFTER TRUNCATE FOR EACH STATEMENT: '
+'op "tru", no key. Errors: 39P01 misuse, and those of pghub.key_columns.';
+
+CREATE OR REPLACE FUNCTION pghub.statement_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    topic text := TG_ARGV[0];
+    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    key_cols name[];
+    arity integer;
+    new_name name;
+    old_name name;
+    selected text;
+    source text;
+    header jsonb;
+    chunk_key bigint[];
+    chunk_count bigint;
+    chunk_total bigint;
+    chunk_part bigint;
+    chunk_parts bigint;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_NARGS < 1 THEN
+        RAISE EXCEPTION 'pghub.statement_trigger must run AFTER ... FOR EACH STATEMENT, '
+            'with the topic as first argument'
+            USING ERRCODE = '39P01';
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pghub.notify(topic, NULL, jsonb_build_object('op', 'tru', 'table', tbl));
+        RETURN NULL;
+    END IF;
+    key_cols := pghub.key_columns(TG_RELID, TG_ARGV[1:TG_NARGS - 1]);
+    arity := cardinality(key_cols);
+
+    -- The transition tables' names, whatever the CREATE TRIGGER called them.
+    SELECT t.tgnewtable, t.tgoldtable
+    INTO new_name, old_name
+    FROM pg_catalog.pg_trigger AS t
+    WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
+    IF (TG_OP IN ('INSERT', 'UPDATE') AND new_name IS NULL)
+        OR (TG_OP IN ('UPDATE', 'DELETE') AND old_name IS NULL) THEN
+        RAISE EXCEPTION 'pghub.statement_trigger on % needs its transition table(s) for %',
+            tbl, TG_OP
+            USING ERRCODE = '39P01',
+                  HINT = 'Create one trigger per event with REFERENCING NEW TABLE AS n '
+                      '(INSERT), OLD TABLE AS o NEW TABLE AS n (UPDATE), OLD TABLE AS o (DELETE).';
+    END IF;
+
+    SELECT 'SELECT DISTINCT ' || string_agg(format('%I::bigint AS k%s', c, n), ', ' ORDER BY n)
+           || ' FROM '
+    INTO selected
+    FROM unnest(key_cols) WITH ORDINALITY AS u (c, n);
+    source := CASE TG_OP
+        WHEN 'INSERT' THEN selected || quote_ident(new_name)
+        WHEN 'DELETE' THEN selected || quote_ident(old_name)
+        ELSE selected || quote_ident(old_name) || ' UNION ' || selected || quote_ident(new_name)
+    END;
+    header := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table', tbl, 'arity', arity);
+
+    -- One pass: a running sum of each key's text width (digits plus its commas) cuts the sorted
+    -- keys into chunks. The budget is what 7999 bytes leave after the header, whose numbers are
+    -- sized as the total (none is larger), less one widest key (21 bytes a column) so that a key
+    -- that straddles a boundary still fits in its chunk.
+    FOR chunk_key, chunk_count, chunk_total, chunk_part, chunk_parts IN EXECUTE format(
+        $q$
+        WITH keys AS MATERIALIZED (%1$s),
+        budget AS MATERIALIZED (
+            SELECT n.total,
+                   8000 - %2$s * 21 - octet_length(pghub.encode(NULL, $1 || jsonb_build_object(
+                       'count', n.total, 'total', n.total, 'part', n.total, 'parts', n.total)))
+                       AS bytes
+            FROM (SELECT count(*) AS total FROM keys) AS n
+        ),
+        ends AS (
+            SELECT ARRAY[%3$s] AS k,
+                   sum(%4$s + %2$s) OVER (ORDER BY %5$s ROWS UNBOUNDED PRECEDING) AS e
+            FROM keys
+        ),
+        chunks AS (
+            SELECT (ends.e - 1) / budget.bytes AS c, budget.total,
+                   count(*) AS n,
+                   array_agg(ends.k ORDER BY ends.e) AS ks
+            FROM ends CROSS JOIN budget
+            GROUP BY 1, 2
+        )
+        SELECT ARRAY(SELECT unnest(chunks.ks)) AS key, chunks.n, chunks.total,
+               row_number() OVER (ORDER BY chunks.c) AS part, count(*) OVER () AS parts
+        FROM chunks
+        ORDER BY chunks.c
+        $q$,
+        source,
+        arity,
+        (SELECT string_agg(format('k%s', n), ', ') FROM generate_series(1, arity) AS n),
+        (SELECT string_agg(format('octet_length(k%s::text)', n), ' + ')
+         FROM generate_series(1, arity) AS n),
+        (SELECT string_agg(format('k%s', n), ', ') FROM generate_series(1, arity) AS n)
+    ) USING header
+    LOOP
+        PERFORM pghub.notify(topic, chunk_key, header || jsonb_build_object(
+            'count', chunk_count, 'total', chunk_total, 'part', chunk_part, 'parts', chunk_parts));
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION pghub.statement_trigger() IS
+'Trigger: AFTER INSERT, UPDATE or DELETE (one trigger per event, REFERENCING its transition '
+'tables) '
+'FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger(''topic'' [, key column ...]). '
+'Sends the distinct keys of the affected rows (an UPDATE: old and new keys), sorted and flattened '
+'column by column, in as few events as fit in 7999 bytes each; value = {"op", "table", "arity", '
+'"count": keys in this event, "total": keys of the statement, "part", "parts"}. Nothing for a '
+'statement that touched no row. AFTER TRUNCATE: op "tru", no key. Errors: 39P01 misuse (no '
+'transition table), and those of pghub.key_columns.';
+
+CREATE OR REPLACE FUNCTION pghub.unpublish_table(tbl regclass)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    trigger_name name;
+    dropped integer := 0;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- Every trigger of this table that runs a pghub trigger function, however it was created;
+    -- clones on partitions go with their parent.
+    FOR trigger_name IN
+        SELECT t.tgname
+        FROM pg_catalog.pg_trigger AS t
+        WHERE t.tgrelid = tbl
+            AND t.tgparentid = 0
+            AND t.tgfoid IN ('pghub.row_trigger()'::regprocedure,
+                             'pghub.statement_trigger()'::regprocedure)
+        ORDER BY t.tgname
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END;
+$$;
+
+COMMENT ON FUNCTION pghub.unpublish_table(regclass) IS
+'Drops every trigger of the table that runs pghub.row_trigger or pghub.statement_trigger and '
+'returns how many it dropped (0 when the table was not published). Error: 22004 NULL table.';
+
+CREATE OR REPLACE FUNCTION pghub.publish_table(
+    tbl regclass,
+    topic text DEFAULT NULL,
+    level text DEFAULT 'statement',
+    key_columns text[] DEFAULT NULL,
+    with_data boolean DEFAULT FALSE
+)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    rel record;
+    channel text;
+    cols name[];
+    args text;
+    fn text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT c.relname, c.relkind INTO rel FROM pg_catalog.pg_class AS c WHERE c.oid = tbl;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'pghub: % is not a table (relkind %)', tbl, rel.relkind
+            USING ERRCODE = '42809';
+    END IF;
+    topic := coalesce(topic, rel.relname);
+    channel := pghub.channel(topic);
+    IF level IS NULL OR level NOT IN ('row', 'statement') THEN
+        RAISE EXCEPTION 'pghub: level must be ''row'' or ''statement'', not %',
+            coalesce(quote_literal(level), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF with_data IS NULL OR (with_data AND level = 'statement') THEN
+        RAISE EXCEPTION 'pghub: with_data => true needs level => ''row'''
+            USING ERRCODE = '22023';
+    END IF;
+    cols := pghub.key_columns(tbl, key_columns);
+
+    PERFORM pghub.unpublish_table(tbl);
+    SELECT string_agg(quote_literal(a), ', ' ORDER BY n)
+    INTO args
+    FROM unnest(ARRAY[topic] || cols::text[]
+                || CASE WHEN with_data THEN ARRAY['+data'] ELSE '{}'::text[] END)
+        WITH ORDINALITY AS u (a, n);
+    IF level = 'row' THEN
+        fn := 'pghub.row_trigger';
+        EXECUTE format('CREATE TRIGGER pghub_row AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION %s(%s)', tbl, fn, args);
+    ELSE
+        fn := 'pghub.statement_trigger';
+        EXECUTE format('CREATE TRIGGER pghub_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS '
+            'pghub_new FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, fn, args);
+        EXECUTE format('CREATE TRIGGER pghub_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS '
+            'pghub_old NEW TABLE AS pghub_new FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
+            tbl, fn, args);
+        EXECUTE format('CREATE TRIGGER pghub_del AFTER DELETE ON %s REFERENCING OLD TABLE AS '
+            'pghub_old FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', tbl, fn, args);
+    END IF;
+    EXECUTE format('CREATE TRIGGER pghub_tru AFTER TRUNCATE ON %s FOR EACH STATEMENT '
+        'EXECUTE FUNCTION %s(%s)', tbl, fn, quote_literal(topic));
+    RETURN channel;
+END;
+$$;
+
+COMMENT ON FUNCTION pghub.publish_table(regclass, text, text, text[], boolean) IS
+'Publishes a table''s changes on a topic (default: the table name) and returns its channel. '
+'level ''statement'' (default): pghub.statement_trigger per INSERT, UPDATE, DELETE; ''row'': '
+'pghub.row_trigger, with the row data when with_data. TRUNCATE in both. key_columns default to the '
+'primary key. Replaces the table''s pghub triggers (idempotent). Errors: 22004 NULL table, 42809 '
+'not a table, 22023 bad topic, level or with_data, and those of pghub.key_columns.';
+
+GRANT EXECUTE ON FUNCTION pghub.key_columns(regclass, text[]) TO public;
+GRANT EXECUTE ON FUNCTION pghub.row_trigger() TO public;
+GRANT EXECUTE ON FUNCTION pghub.statement_trigger() TO public;
+GRANT EXECUTE ON FUNCTION pghub.unpublish_table(regclass) TO public;
+GRANT EXECUTE ON FUNCTION pghub.publish_table(regclass, text, text, text[], boolean) TO public;
