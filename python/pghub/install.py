@@ -1,0 +1,381 @@
+"""Install pghub over a connection, where the server's files are out of reach (the script route).
+
+Managed servers do not let you copy ``pghub.control`` and ``pghub--0.3.sql`` into their
+``share/extension`` directory, so ``CREATE EXTENSION pghub`` is not available there. This module
+runs the extension's own script, exactly as shipped, over an ordinary connection instead:
+
+- the ``\\echo ... \\quit`` guard line is dropped, as the server itself drops it under
+  ``CREATE EXTENSION``; ``@extschema@`` and ``@extowner@`` are substituted as the server would;
+- everything runs in one transaction under an advisory lock, so a failure leaves nothing behind
+  and two installers cannot interleave;
+- the version is read back from ``pghub.version()``, which every script defines. That function is
+  how a later version finds a script install: it then runs the same update scripts
+  (``pghub--0.3--0.4.sql``) that ``ALTER EXTENSION pghub UPDATE`` would run.
+
+A database where pghub came with ``CREATE EXTENSION`` is left alone: :func:`install` reports it and
+does nothing (upgrade it with ``ALTER EXTENSION pghub UPDATE``). See docs/install.md.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .errors import PghubError
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # Python 3.10 has it only here
+    from importlib.abc import Traversable
+
+EXTENSION = "pghub"
+SCHEMA = "pghub"
+
+# Any fixed number will do: it only has to be the same for every pghub installer.
+_INSTALL_LOCK_KEY = 0x7067687562  # "pghub" in ASCII
+
+_ECHO_LINE = re.compile(r"^\\echo.*$", re.MULTILINE)
+_META_LINE = re.compile(r"^\s*\\\S+", re.MULTILINE)
+_FULL_SCRIPT = re.compile(rf"^{EXTENSION}--([^-]+(?:-[^-]+)*)\.sql$")
+_UPDATE_SCRIPT = re.compile(rf"^{EXTENSION}--([^-]+(?:-[^-]+)*)--([^-]+(?:-[^-]+)*)\.sql$")
+_DEFAULT_VERSION = re.compile(r"^\s*default_version\s*=\s*'([^']*)'", re.MULTILINE)
+
+Route = Literal["script", "extension"]
+Action = Literal["installed", "upgraded", "refreshed", "none"]
+
+
+class InstallError(PghubError):
+    """pghub cannot be installed (or upgraded) into this database; the message says why."""
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What :func:`install` found and did."""
+
+    route: Route
+    """``script`` (installed by this module) or ``extension`` (``CREATE EXTENSION``)."""
+    action: Action
+    """``installed``, ``upgraded``, ``refreshed`` (same version run again) or ``none``."""
+    version: str
+    """The pghub version in the database now."""
+    previous_version: str | None
+    """The version found before, ``None`` if pghub was not there."""
+    scripts: tuple[str, ...] = ()
+    """The script files run, in order."""
+
+    @property
+    def message(self) -> str:
+        """One line for a person: what happened."""
+        if self.route == "extension":
+            return (
+                f"pghub {self.version} is installed as an extension (CREATE EXTENSION); "
+                "nothing done. Upgrade it with ALTER EXTENSION pghub UPDATE."
+            )
+        if self.action == "installed":
+            return f"pghub {self.version} installed by script ({', '.join(self.scripts)})"
+        if self.action == "upgraded":
+            return (
+                f"pghub upgraded from {self.previous_version} to {self.version} by script "
+                f"({', '.join(self.scripts)})"
+            )
+        return f"pghub {self.version} was already installed by script; its script ran again"
+
+
+def sql_directory() -> Traversable:
+    """The directory of the extension's files, shipped inside the package (``pghub/sql``)."""
+    return resources.files(__package__ or "pghub") / "sql"
+
+
+def default_version(sql_dir: Traversable | Path | None = None) -> str:
+    """The ``default_version`` of ``pghub.control``: the version this package installs."""
+    control = (sql_dir or sql_directory()) / f"{EXTENSION}.control"
+    found = _DEFAULT_VERSION.search(control.read_text(encoding="utf-8"))
+    if found is None:
+        raise InstallError(f"{control} has no default_version")
+    return found.group(1)
+
+
+def script_text(version: str | None = None, sql_dir: Traversable | Path | None = None) -> str:
+    """The extension's install script for ``version`` (default: the packaged one), as shipped."""
+    directory = sql_dir or sql_directory()
+    script = directory / f"{EXTENSION}--{version or default_version(directory)}.sql"
+    if not script.is_file():
+        raise InstallError(f"no install script {script.name} in {directory}")
+    return script.read_text(encoding="utf-8")
+
+
+def prepare_script(text: str, *, owner_ident: str | None = None) -> str:
+    """Make an extension script runnable outside ``CREATE EXTENSION``, as the server would.
+
+    Drops ``\\echo`` lines (the server's own rule), puts the schema in for ``@extschema@`` and
+    ``owner_ident`` (a role name, quoted as an identifier) for ``@extowner@``. Any other psql
+    meta-command is an error: the server could not run it either.
+    """
+    text = _ECHO_LINE.sub("", text)
+    meta = _META_LINE.search(text)
+    if meta is not None:
+        line = text.count("\n", 0, meta.start()) + 1
+        raise InstallError(f"line {line}: psql command {meta.group(0).strip()!r} in the script")
+    if "@extschema:" in text:
+        raise InstallError("the script names another extension's schema (@extschema:name@)")
+    text = text.replace("@extschema@", _quote_ident(SCHEMA))
+    if "@extowner@" in text:
+        if owner_ident is None:
+            raise InstallError("the script uses @extowner@: it needs the installing role")
+        text = text.replace("@extowner@", owner_ident)
+    return text
+
+
+def install_sql(version: str | None = None, sql_dir: Traversable | Path | None = None) -> str:
+    """A self-contained SQL text that installs pghub when run by psql or any SQL client.
+
+    It is the script route without Python: one transaction, the search path the server would
+    set, the script as :func:`prepare_script` makes it. Unlike :func:`install` it does not look
+    at the database first (re-running it is harmless: the script is idempotent).
+    """
+    chosen = version or default_version(sql_dir)
+    body = prepare_script(script_text(chosen, sql_dir))
+    return (
+        f"-- pghub {chosen}: the extension script, runnable without CREATE EXTENSION\n"
+        "BEGIN;\n"
+        f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK_KEY});\n"
+        f"SET LOCAL search_path = {_quote_ident(SCHEMA)};\n"
+        "SET LOCAL client_min_messages = warning;\n"
+        f"{body.rstrip()}\n"
+        "COMMIT;\n"
+    )
+
+
+def install(
+    conn_or_dsn: psycopg.Connection[Any] | str,
+    *,
+    version: str | None = None,
+    sql_dir: Traversable | Path | None = None,
+) -> InstallResult:
+    """Install pghub into the database by running its script over the connection.
+
+    Idempotent: a database that already has this version gets the script once more (it only
+    replaces functions), an older script install is upgraded through the update scripts, and a
+    database with the extension from ``CREATE EXTENSION`` is reported and left alone.
+
+    Given a DSN, opens and closes its own connection. Given a connection, runs in a transaction
+    of its own (committed here) or, if one is open, in a savepoint of the caller's.
+
+    Raises :class:`InstallError` when there is no way from what is installed to ``version``, when
+    schema ``pghub`` holds objects that are not pghub's, or when the script fails (nothing is left
+    behind then; the cause is chained).
+    """
+    directory = sql_dir or sql_directory()
+    target = version or default_version(directory)
+    if isinstance(conn_or_dsn, str):
+        with psycopg.connect(conn_or_dsn) as conn:
+            return _install(conn, target, directory)
+    return _install(conn_or_dsn, target, directory)
+
+
+def installed_version(conn: psycopg.Connection[Any]) -> tuple[Route, str] | None:
+    """How and in which version pghub is in this database, or ``None`` if it is not."""
+    row = conn.execute(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", [EXTENSION]
+    ).fetchone()
+    if row is not None:
+        return "extension", str(row[0])
+    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", [f"{SCHEMA}.version()"]).fetchone()
+    if row is None or not row[0]:
+        return None
+    found = conn.execute(sql.SQL("SELECT {}.version()").format(sql.Identifier(SCHEMA))).fetchone()
+    return ("script", str(found[0])) if found is not None else None
+
+
+def uninstall(conn: psycopg.Connection[Any], *, cascade: bool = False) -> bool:
+    """Remove a script install (drop schema ``pghub``); ``False`` if there was none.
+
+    Without ``cascade`` it refuses while objects outside the schema use pghub's (a trigger on
+    one of your tables, say: unpublish it first); with it, those go too. A ``CREATE EXTENSION``
+    install is refused: use ``DROP EXTENSION pghub``.
+    """
+    with conn.transaction():
+        _lock(conn)
+        found = installed_version(conn)
+        if found is None:
+            return False
+        if found[0] == "extension":
+            raise InstallError("pghub is installed as an extension: use DROP EXTENSION pghub")
+        users = [str(row[0]) for row in conn.execute(_OUTSIDE_USERS, [SCHEMA]).fetchall()]
+        if users and not cascade:
+            raise InstallError(f"pghub is still in use by: {'; '.join(users)}")
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
+    return True
+
+
+# Objects outside the schema that depend on objects inside it (triggers, views, defaults...).
+_OUTSIDE_USERS = """
+WITH inside AS (
+    SELECT d.classid, d.objid FROM pg_catalog.pg_depend AS d
+    JOIN pg_catalog.pg_namespace AS n ON d.refobjid = n.oid
+    WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s
+)
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_catalog.pg_depend AS d
+JOIN inside AS i ON d.refclassid = i.classid AND d.refobjid = i.objid
+WHERE NOT EXISTS (SELECT FROM inside AS o WHERE o.classid = d.classid AND o.objid = d.objid)
+    AND d.deptype IN ('n', 'a')
+ORDER BY 1
+"""
+
+
+def update_path(
+    start: str, target: str, sql_dir: Traversable | Path | None = None
+) -> list[str] | None:
+    """The update scripts that lead from ``start`` to ``target`` (fewest steps), or ``None``.
+
+    The same graph ``ALTER EXTENSION pghub UPDATE`` walks: one edge per ``pghub--A--B.sql``.
+    """
+    edges: dict[str, list[tuple[str, str]]] = {}
+    for name in _script_names(sql_dir or sql_directory()):
+        step = _UPDATE_SCRIPT.match(name)
+        if step is not None:
+            edges.setdefault(step.group(1), []).append((step.group(2), name))
+    came_from: dict[str, tuple[str, str] | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        here = queue.popleft()
+        if here == target:
+            path: list[str] = []
+            back = came_from[here]
+            while back is not None:
+                path.append(back[1])
+                back = came_from[back[0]]
+            return path[::-1]
+        for there, name in sorted(edges.get(here, [])):
+            if there not in came_from:
+                came_from[there] = (here, name)
+                queue.append(there)
+    return None
+
+
+def _install(
+    conn: psycopg.Connection[Any], target: str, directory: Traversable | Path
+) -> InstallResult:
+    with conn.transaction():
+        _lock(conn)
+        found = installed_version(conn)
+        if found is not None and found[0] == "extension":
+            return InstallResult("extension", "none", found[1], found[1])
+        previous = found[1] if found is not None else None
+        if previous is None:
+            _refuse_foreign_schema(conn)
+        scripts = _plan(previous, target, directory)
+        owner = conn.execute("SELECT quote_ident(current_user)").fetchone()
+        with _script_settings(conn):
+            for name in scripts:
+                text = prepare_script(
+                    (directory / name).read_text(encoding="utf-8"),
+                    owner_ident=str(owner[0]) if owner is not None else None,
+                )
+                try:
+                    conn.execute(text)
+                except psycopg.Error as error:
+                    raise InstallError(f"{name} failed: {error}") from error
+        now = installed_version(conn)
+        if now is None or now[1] != target:
+            got = "nothing" if now is None else now[1]
+            raise InstallError(
+                f"after {', '.join(scripts)} pghub.version() says {got}, not {target}"
+            )
+    if previous is None:
+        action: Action = "installed"
+    else:
+        action = "refreshed" if previous == target else "upgraded"
+    return InstallResult("script", action, target, previous, tuple(scripts))
+
+
+def _plan(previous: str | None, target: str, directory: Traversable | Path) -> list[str]:
+    """The scripts to run: the full script for a fresh install or a re-run, else update steps."""
+    names = set(_script_names(directory))
+    full = f"{EXTENSION}--{target}.sql"
+    if previous is None or previous == target:
+        if full in names:
+            return [full]
+        # No full script for this version: start from an older one and update, as the server does.
+        for name in sorted(names):
+            start = _FULL_SCRIPT.match(name)
+            if start is None or _UPDATE_SCRIPT.match(name):
+                continue
+            steps = update_path(start.group(1), target, directory)
+            if steps is not None and previous is None:
+                return [name, *steps]
+        raise InstallError(f"no script installs pghub {target} (looked in {directory})")
+    steps = update_path(previous, target, directory)
+    if steps is None:
+        raise InstallError(
+            f"pghub {previous} is installed and no update scripts lead to {target} "
+            f"(looked for {EXTENSION}--{previous}--*.sql in {directory})"
+        )
+    return steps
+
+
+def _script_names(directory: Traversable | Path) -> list[str]:
+    return sorted(entry.name for entry in directory.iterdir() if entry.name.endswith(".sql"))
+
+
+def _lock(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_INSTALL_LOCK_KEY])
+
+
+def _refuse_foreign_schema(conn: psycopg.Connection[Any]) -> None:
+    """A schema named pghub that holds objects but no pghub.version() belongs to someone else."""
+    row = conn.execute(
+        """
+        SELECT count(*) FROM pg_catalog.pg_depend AS d
+        JOIN pg_catalog.pg_namespace AS n ON d.refobjid = n.oid
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s
+        """,
+        [SCHEMA],
+    ).fetchone()
+    if row is not None and row[0] > 0:
+        raise InstallError(
+            f"schema {SCHEMA} exists and holds {row[0]} objects, but no {SCHEMA}.version(): "
+            "it is not a pghub install; not touching it"
+        )
+
+
+@contextmanager
+def _script_settings(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The settings CREATE EXTENSION runs a script with, restored afterwards.
+
+    Restored by hand rather than left to SET LOCAL: inside a caller's transaction (a savepoint
+    here) they would otherwise last until the caller commits.
+    """
+    settings = {"search_path": _quote_ident(SCHEMA), "client_min_messages": "warning"}
+    saved = {name: _current_setting(conn, name) for name in settings}
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            for name, value in saved.items():
+                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+def _current_setting(conn: psycopg.Connection[Any], name: str) -> str:
+    row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
+    return str(row[0]) if row is not None else ""
+
+
+def _quote_ident(name: str) -> str:
+    """Quote an identifier as quote_ident does (keywords aside: pghub's schema name is none)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
