@@ -6,15 +6,23 @@ JSON value. See README.md and docs/ for the wire format, the hub and the SQL ext
 
 from __future__ import annotations
 
+from ._consumer import Consumer
+from .aio import AsyncConsumer, AsyncHub, Subscription
 from .errors import (
+    ConnectFailed,
+    ConsumerClosed,
+    HubStopped,
     InvalidKey,
     InvalidPayload,
     InvalidTopic,
     InvalidValue,
     PayloadTooLarge,
     PghubError,
+    SendQueueFull,
 )
 from .events import Action, Advisory, Event
+from .hub import Hub
+from .stats import HubStats, Stats, stats
 from .wire import MAX_PAYLOAD_BYTES, channel, decode_event, decode_payload, encode_payload
 
 __version__ = "0.3.0"
@@ -23,16 +31,28 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Action",
     "Advisory",
+    "AsyncConsumer",
+    "AsyncHub",
+    "ConnectFailed",
+    "Consumer",
+    "ConsumerClosed",
     "Event",
+    "Hub",
+    "HubStats",
+    "HubStopped",
     "InvalidKey",
     "InvalidPayload",
     "InvalidTopic",
     "InvalidValue",
     "PayloadTooLarge",
     "PghubError",
+    "SendQueueFull",
+    "Stats",
+    "Subscription",
     "__version__",
     "channel",
     "decode_event",
     "decode_payload",
     "encode_payload",
+    "stats",
 ]

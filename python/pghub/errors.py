@@ -37,3 +37,19 @@ class InvalidPayload(PghubError, ValueError):
     def __init__(self, message: str, *, offset: int) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class HubStopped(PghubError, RuntimeError):
+    """The hub has been stopped: it sends and starts no more."""
+
+
+class ConsumerClosed(PghubError, RuntimeError):
+    """The consumer has been closed (or its hub stopped): it subscribes to nothing more."""
+
+
+class ConnectFailed(PghubError, ConnectionError):
+    """The hub's first connection failed, and ``retry_first_connect`` was False."""
+
+
+class SendQueueFull(PghubError, RuntimeError):
+    """Too many notifies wait to be sent (``send_queue_size``); the server is gone or too slow."""

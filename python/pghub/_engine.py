@@ -1,0 +1,579 @@
+"""The hub's engine: one thread that owns the listening session and does all of its I/O.
+
+Both :class:`pghub.Hub` and :class:`pghub.AsyncHub` run on this one implementation; they differ
+only in how a consumer runs its callback (a thread, or a task on the event loop) and how a
+notify's confirmation reaches the caller.
+
+The engine never blocks on anything but its select loop, so it always drains the socket (the
+server's notification queue is shared by the whole cluster) and every wait has a deadline:
+connecting (``connect_timeout``), any command in flight and the silence of a half-open peer
+(``liveness_timeout``), and the backoff between attempts. Other threads talk to it through
+``call()`` (commands) and the outbox (notifies), and wake it through a socket pair.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._backoff import Backoff
+from ._outbox import Outgoing, notify_statement, take_batch
+from ._session import CommandError, Session, SessionLost, session_conninfo
+from ._subscriptions import Subscriptions
+from .errors import ConnectFailed, HubStopped, InvalidPayload, SendQueueFull
+from .events import Action, Advisory, Event
+from .wire import decode_payload
+
+if TYPE_CHECKING:
+    from ._consumer import BaseConsumer
+
+OnConfirm = Callable[[list[Outgoing], bool], None]
+
+_CONNECTING, _READY, _BACKOFF, _IDLE = "connecting", "ready", "backoff", "idle"
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """Every tunable of a hub, with its default (documented in docs/hub.md)."""
+
+    retry_first_connect: bool = False
+    connect_timeout: float = 10.0
+    reconnect_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    liveness_timeout: float = 30.0
+    queue_size: int = 10_000
+    overflow: str = "drop_oldest"
+    send_queue_size: int = 100_000
+    batch_max_notifies: int = 1000
+    batch_max_chars: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "liveness_timeout", "reconnect_delay"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.reconnect_max_delay < self.reconnect_delay:
+            raise ValueError("reconnect_max_delay must be at least reconnect_delay")
+        for name in ("queue_size", "send_queue_size", "batch_max_notifies", "batch_max_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Counters:
+    """The engine's own figures; written by the engine thread only."""
+
+    events_received: int = 0
+    invalid_payloads: int = 0
+    subscribes: int = 0
+    listens: int = 0
+    listen_failures: int = 0
+    unlistens: int = 0
+    unlisten_failures: int = 0
+    notifies: int = 0
+    notify_failures: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    send_queue_high_water: int = 0
+
+
+@dataclass
+class _Command:
+    kind: str  # "subs", "notify" or "probe"
+    deadline: float
+    listen: list[str] = field(default_factory=list)
+    unlisten: list[str] = field(default_factory=list)
+    batch: list[Outgoing] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        name: str,
+        logger: logging.Logger,
+        options: HubOptions,
+        on_confirm: OnConfirm,
+        on_finished: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.log = logger
+        self.options = options
+        self._conninfo = session_conninfo(
+            conninfo, liveness_timeout=options.liveness_timeout, application_name=f"pghub:{name}"
+        )
+        self._on_confirm = on_confirm
+        self._on_finished = on_finished
+        self.counters = Counters()
+        self.state = "new"
+        self.backend_pid: int | None = None
+        self.first_connect: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.finished = threading.Event()
+
+        # Shared with other threads: the command inbox, the outbox, and the wake-up socket.
+        self.outbox: deque[Outgoing] = deque()
+        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()  # orders call() against the final drain in _finish()
+        self._stop_requested = False
+        self._done = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self._thread: threading.Thread | None = None
+
+        # Engine thread only.
+        self.consumers: dict[BaseConsumer, None] = {}  # insertion-ordered set
+        self._subs: Subscriptions[BaseConsumer] = Subscriptions()
+        self._backoff = Backoff(options.reconnect_delay, options.reconnect_max_delay)
+        self._session: Session | None = None
+        self._phase = _IDLE
+        self._poll_for = "write"  # what a connecting session waits for
+        self._deadline = 0.0  # of the connection attempt, or of the backoff
+        self._command: _Command | None = None
+        self._want_write = False
+        self._heard_at = 0.0
+        self._solo: deque[Outgoing] = deque()  # notifies retried alone after their batch failed
+        self._ever_connected = False
+        self._announce: Action | None = None  # CONNECT/RECONNECT owed once the LISTENs are in
+
+    # --- other threads ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pghub-{self.name}", daemon=True)
+        self._thread.start()
+
+    def call(self, handler: Callable[..., None], *args: Any) -> None:
+        """Run ``handler(*args)`` on the engine thread, or here if the engine has finished."""
+        with self._lock:
+            if not self._done:
+                self._inbox.append((handler, args))
+                self._wake()
+                return
+        handler(*args)
+
+    def notify(self, item: Outgoing) -> None:
+        if self._stop_requested:
+            raise HubStopped(f"hub {self.name!r} is stopped")
+        outbox = self.outbox
+        if len(outbox) >= self.options.send_queue_size:
+            raise SendQueueFull(
+                f"{len(outbox)} notifies wait to be sent (send_queue_size"
+                f"={self.options.send_queue_size}); the server is unreachable or too slow"
+            )
+        outbox.append(item)
+        if self._done:  # raced with the final sweep: nobody else will send it
+            self._fail(self._drain(outbox))
+        else:
+            self._wake()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._thread is None:
+            self._finish()  # never started: nothing to wind down but the consumers
+        else:
+            self._wake()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            # A full buffer holds wake-ups already; a closed socket means the engine finished.
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    # --- the engine thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._begin_connect()
+            self._loop()
+        except BaseException:
+            self.log.exception("pghub hub %r: engine failed; stopping", self.name)
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
+        while True:
+            self._take_inbox()
+            if self._stop_requested and self._may_finish():
+                return
+            if self._phase == _READY and self._command is None:
+                self._send_next()
+            rlist: list[Any] = [self._wake_r]
+            wlist: list[Any] = []
+            session = self._session
+            if session is not None:
+                if self._phase == _CONNECTING and self._poll_for == "write":
+                    wlist.append(session)
+                else:
+                    rlist.append(session)
+                    if self._want_write:
+                        wlist.append(session)
+            readable, writable, _ = select.select(rlist, wlist, [], self._timeout())
+            if self._wake_r in readable:
+                self._clear_wake()
+            if session is not None and session is self._session:
+                try:
+                    if self._phase == _CONNECTING:
+                        if readable or writable:
+                            self._advance_connect()
+                    else:
+                        if writable:
+                            self._want_write = not session.flush()
+                        if session in readable:
+                            self._receive(session)
+                except SessionLost as exc:
+                    self._lose_session(str(exc))
+            self._check_deadlines()
+
+    def _may_finish(self) -> bool:
+        if self._phase != _READY:
+            return True
+        return self._command is None and not self.outbox and not self._solo
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        if self._phase == _READY:
+            if self._command is not None:
+                return max(0.0, self._command.deadline - now)
+            return max(0.0, self._heard_at + self.options.liveness_timeout / 2 - now)
+        if self._phase in (_CONNECTING, _BACKOFF):
+            return max(0.0, self._deadline - now)
+        return 1.0
+
+    def _clear_wake(self) -> None:
+        self._wake_pending = False  # before reading: a later wake-up must send again
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _take_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            handler, args = inbox.popleft()
+            try:
+                handler(*args)
+            except Exception:
+                self.log.exception("pghub hub %r: command %s failed", self.name, handler.__name__)
+
+    # --- connecting --------------------------------------------------------------------------
+
+    def _begin_connect(self) -> None:
+        self.state = "connecting" if not self._ever_connected else "disconnected"
+        self._phase = _CONNECTING
+        self._deadline = time.monotonic() + self.options.connect_timeout
+        try:
+            self._session = Session(self._conninfo)
+            self._poll_for = "write"
+            self._advance_connect()
+        except SessionLost as exc:
+            self._connect_failed(str(exc))
+
+    def _advance_connect(self) -> None:
+        assert self._session is not None
+        try:
+            waiting = self._session.poll_connect()
+        except SessionLost as exc:
+            self._connect_failed(str(exc))
+            return
+        if waiting is not None:
+            self._poll_for = waiting
+            return
+        self._phase = _READY
+        self._heard_at = time.monotonic()
+        self.backend_pid = self._session.backend_pid
+        self.counters.connects += 1
+        if self._ever_connected:
+            self.counters.reconnects += 1
+        self._ever_connected = True
+        self._announce = Action.RECONNECT if self.state == "disconnected" else Action.CONNECT
+        self.log.info("pghub hub %r: connected (backend pid %s)", self.name, self.backend_pid)
+
+    def _connect_failed(self, reason: str) -> None:
+        self._close_session()
+        self.counters.connect_failures += 1
+        if not self._ever_connected and not self.options.retry_first_connect:
+            self.log.error("pghub hub %r: cannot connect: %s", self.name, reason)
+            if not self.first_connect.done():
+                self.first_connect.set_exception(ConnectFailed(f"cannot connect: {reason}"))
+            self._stop_requested = True
+            return
+        delay = self._backoff.next_delay()
+        self.log.warning(
+            "pghub hub %r: cannot connect (%s); next attempt in %.1f s", self.name, reason, delay
+        )
+        self._phase = _BACKOFF
+        self._deadline = time.monotonic() + delay
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self._phase == _BACKOFF and now >= self._deadline and not self._stop_requested:
+            self._begin_connect()
+        elif self._phase == _CONNECTING and now >= self._deadline:
+            self._connect_failed(f"no connection within {self.options.connect_timeout} s")
+        elif self._phase == _READY and self._command is not None and now >= self._command.deadline:
+            self._lose_session(
+                f"no answer from the server within {self.options.liveness_timeout} s"
+            )
+
+    def _lose_session(self, reason: str) -> None:
+        """The session broke (or went silent): tell everyone, then reconnect."""
+        self.log.warning("pghub hub %r: connection lost: %s", self.name, reason)
+        self._close_session()
+        self.counters.disconnects += 1
+        command, self._command = self._command, None
+        if command is not None and command.kind == "notify":
+            # The outcome is unknown: the commit may or may not have happened.
+            self._fail(command.batch)
+        self._subs.lost()
+        if self._announce is None:  # consumers had been told we were connected
+            for consumer in self.consumers:
+                if consumer.told_connect:
+                    consumer.mailbox.put_advisory(Advisory(Action.DISCONNECT))
+        self._announce = None
+        self.state = "disconnected"
+        if self._stop_requested:
+            self._phase = _IDLE
+            return
+        self._phase = _BACKOFF
+        self._deadline = time.monotonic() + self._backoff.next_delay()
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self._want_write = False
+        self.backend_pid = None
+
+    # --- commands on the session -----------------------------------------------------------
+
+    def _send_next(self) -> None:
+        """Start the next command: subscription changes first, then notifies, else a probe."""
+        assert self._session is not None
+        now = time.monotonic()
+        deadline = now + self.options.liveness_timeout
+        if not self._stop_requested:
+            listen, unlisten = self._subs.changes()
+            if listen or unlisten:
+                statements = [f'LISTEN "{c}"' for c in listen]
+                statements += [f'UNLISTEN "{c}"' for c in unlisten]
+                self._command = _Command("subs", deadline, listen=listen, unlisten=unlisten)
+                self._start("; ".join(statements).encode(), None)
+                return
+            if self._announce is not None:
+                self._announce_connected([])
+        queue = self._solo if self._solo else self.outbox
+        if queue:
+            if queue is self._solo:
+                batch = [self._solo.popleft()]
+            else:
+                if len(queue) > self.counters.send_queue_high_water:
+                    self.counters.send_queue_high_water = len(queue)
+                batch = take_batch(
+                    queue, self.options.batch_max_notifies, self.options.batch_max_chars
+                )
+            self._command = _Command("notify", deadline, batch=batch)
+            query, params = notify_statement(batch)
+            self._start(query, params)
+            return
+        if not self._stop_requested and now - self._heard_at >= self.options.liveness_timeout / 2:
+            # Quiet for a while: make sure the peer is still there (half-open TCP looks healthy).
+            self._command = _Command("probe", now + self.options.liveness_timeout / 2)
+            self._start(b"", None)
+
+    def _start(self, query: bytes, params: list[bytes | None] | None) -> None:
+        assert self._session is not None
+        try:
+            self._session.send(query, params)
+            self._want_write = not self._session.flush()
+        except SessionLost as exc:
+            self._lose_session(str(exc))
+
+    def _receive(self, session: Session) -> None:
+        finished = session.read()
+        self._heard_at = time.monotonic()
+        notifies = session.notifies()
+        if notifies:
+            self._route(notifies)
+        if finished and self._command is not None:
+            command, self._command = self._command, None
+            self._complete(command, session.results())
+
+    def _complete(self, command: _Command, results: list[CommandError | None]) -> None:
+        errors = [r for r in results if r is not None]
+        if command.kind == "subs":
+            if errors:
+                self.counters.listen_failures += len(command.listen)
+                self.counters.unlisten_failures += len(command.unlisten)
+                self.log.error(
+                    "pghub hub %r: LISTEN/UNLISTEN refused (%s): %s",
+                    self.name,
+                    errors[0].sqlstate,
+                    errors[0].message,
+                )
+                self._subs.refused(command.listen, command.unlisten)
+                told: list[tuple[BaseConsumer, str]] = []
+            else:
+                self.counters.listens += len(command.listen)
+                self.counters.unlistens += len(command.unlisten)
+                told = self._subs.applied(command.listen, command.unlisten)
+            if self._announce is not None:
+                self._announce_connected(told)
+            else:
+                self._tell_subscribed(told)
+        elif command.kind == "notify":
+            if not errors:
+                self.counters.notifies += len(command.batch)
+                self._on_confirm(command.batch, True)
+            elif len(command.batch) > 1:
+                # Nothing of the batch was sent: retry each alone, so only the culprit fails.
+                self._solo.extendleft(reversed(command.batch))
+            else:
+                item = command.batch[0]
+                self.log.warning(
+                    "pghub hub %r: NOTIFY on %r refused (%s): %s",
+                    self.name,
+                    item.channel,
+                    errors[0].sqlstate,
+                    errors[0].message,
+                )
+                self._fail(command.batch)
+
+    def _announce_connected(self, told: list[tuple[BaseConsumer, str]]) -> None:
+        action, self._announce = self._announce, None
+        assert action is not None
+        self.state = "connected"
+        self._backoff.reset()
+        for consumer in self.consumers:
+            consumer.mailbox.put_advisory(
+                Advisory(Action.CONNECT if not consumer.told_connect else action)
+            )
+            consumer.told_connect = True
+        self._tell_subscribed(told)
+        if not self.first_connect.done():
+            self.first_connect.set_result(None)
+
+    def _tell_subscribed(self, told: list[tuple[BaseConsumer, str]]) -> None:
+        for consumer, channel in told:
+            self.counters.subscribes += 1
+            consumer.mailbox.put_advisory(Advisory(Action.SUBSCRIBE, topic=channel))
+
+    def _route(self, notifies: list[Any]) -> None:
+        """Decode each notification once and hand it to the consumers of its channel."""
+        routes = self._subs.routes
+        pending: dict[BaseConsumer, list[Event]] = {}
+        counters = self.counters
+        for n in notifies:
+            channel = n.relname.decode()
+            consumers = routes.get(channel)
+            if consumers is None:
+                continue  # left over from an UNLISTEN, or a channel nobody wants any more
+            try:
+                payload = n.extra.decode()
+                key, value = decode_payload(payload)
+            except (InvalidPayload, UnicodeDecodeError) as exc:
+                counters.invalid_payloads += 1
+                self.log.warning("pghub hub %r: invalid payload on %r: %s", self.name, channel, exc)
+                continue
+            counters.events_received += 1
+            event = Event(channel, key, value)
+            shared = not isinstance(value, (dict, list))
+            for i, consumer in enumerate(consumers):
+                if i and not shared:
+                    # Each consumer gets its own copy of a mutable value: none can change
+                    # what another receives.
+                    event = Event(channel, key, decode_payload(payload)[1])
+                box = pending.get(consumer)
+                if box is None:
+                    pending[consumer] = [event]
+                else:
+                    box.append(event)
+        for consumer, events in pending.items():
+            consumer.mailbox.put_events(events)
+
+    # --- commands from other threads (run on the engine thread) -----------------------------
+
+    def add_consumer(self, consumer: BaseConsumer) -> None:
+        if self._done:
+            consumer.mailbox.put_advisory(Advisory(Action.STOP, final=True))
+            return
+        self.consumers[consumer] = None
+        if self._phase == _READY and self._announce is None:
+            consumer.told_connect = True
+            consumer.mailbox.put_advisory(Advisory(Action.CONNECT))
+
+    def subscribe(self, consumer: BaseConsumer, channels: list[str]) -> None:
+        if consumer not in self.consumers:
+            return  # closed or stopped meanwhile: its final advisory is on its way
+        told = self._subs.subscribe(consumer, channels)
+        self._tell_subscribed([(consumer, c) for c in told])
+
+    def unsubscribe(self, consumer: BaseConsumer, channels: list[str]) -> None:
+        if consumer not in self.consumers:
+            return
+        for channel in self._subs.unsubscribe(consumer, channels):
+            consumer.mailbox.put_advisory(Advisory(Action.UNSUBSCRIBE, topic=channel))
+
+    def close_consumer(self, consumer: BaseConsumer) -> None:
+        if consumer not in self.consumers:
+            return
+        del self.consumers[consumer]
+        self._subs.drop(consumer)
+        consumer.mailbox.put_advisory(Advisory(Action.CLOSE, final=True))
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self.state = "stopping"
+        with self._lock:
+            self._done = True
+        self._close_session()
+        self._phase = _IDLE
+        command, self._command = self._command, None
+        if command is not None and command.kind == "notify":
+            self._fail(command.batch)
+        self._fail(self._drain(self._solo))
+        self._fail(self._drain(self.outbox))
+        self._take_inbox()  # commands that came in before _done was set
+        for consumer in self.consumers:
+            consumer.mailbox.put_advisory(Advisory(Action.STOP, final=True))
+        self.consumers.clear()
+        self._subs.lost()
+        self._wake_r.close()
+        self._wake_w.close()
+        if not self.first_connect.done():
+            self.first_connect.set_exception(HubStopped(f"hub {self.name!r} stopped"))
+        self.state = "stopped"
+        self.finished.set()
+        self._on_finished()
+
+    @staticmethod
+    def _drain(queue: deque[Outgoing]) -> list[Outgoing]:
+        items = []
+        while True:
+            try:
+                items.append(queue.popleft())
+            except IndexError:
+                return items
+
+    def _fail(self, items: list[Outgoing]) -> None:
+        if items:
+            self.counters.notify_failures += len(items)
+            self._on_confirm(items, False)

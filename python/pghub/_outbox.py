@@ -1,0 +1,64 @@
+"""Outgoing notifies: how queued sends are cut into batches (pure logic, no I/O).
+
+Notifies that pile up while a send is in flight go out together, in one statement and so in
+one transaction. PostgreSQL folds identical (channel, payload) pairs inside one transaction
+into one notification, so two identical pairs share a batch only when the caller sent them
+together (the same ``group``, as ``notify_many`` does).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, NamedTuple
+
+
+class Outgoing(NamedTuple):
+    """One queued notify: where, what, which caller batch it belongs to, whom to tell."""
+
+    channel: str
+    payload: str
+    group: int
+    confirm: Any  # whatever the hub that queued it resolves: a callback, a future
+
+
+def take_batch(queue: deque[Outgoing], max_items: int, max_chars: int) -> list[Outgoing]:
+    """Pop the longest run from the head of ``queue`` that may share one transaction.
+
+    Only the caller pops from ``queue``; other threads may append meanwhile.
+    """
+    batch: list[Outgoing] = []
+    seen: dict[tuple[str, str], int] = {}
+    size = 0
+    while queue and len(batch) < max_items:
+        item = queue[0]
+        pair = (item.channel, item.payload)
+        group = seen.get(pair)
+        if group is not None and group != item.group:
+            break  # PostgreSQL would fold it into the earlier one
+        size += len(item.payload)
+        if batch and size > max_chars:
+            break
+        queue.popleft()
+        batch.append(item)
+        seen[pair] = item.group
+    return batch
+
+
+NOTIFY_ONE = b"SELECT pg_notify($1, $2)"
+NOTIFY_MANY = b"SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n (c, p)"
+
+
+def _array_literal(items: list[str]) -> str:
+    """A text[] literal; every element quoted, so that no element reads as NULL."""
+    quoted = (s.replace("\\", "\\\\").replace('"', '\\"') for s in items)
+    return '{"' + '","'.join(quoted) + '"}'
+
+
+def notify_statement(batch: list[Outgoing]) -> tuple[bytes, list[bytes | None]]:
+    """The statement and parameters that send ``batch`` in order, in one transaction."""
+    if len(batch) == 1:
+        item = batch[0]
+        return NOTIFY_ONE, [item.channel.encode(), item.payload.encode()]
+    channels = '{"' + '","'.join([item.channel for item in batch]) + '"}'  # [a-z0-9_] only
+    payloads = _array_literal([item.payload for item in batch])
+    return NOTIFY_MANY, [channels.encode(), payloads.encode()]

@@ -1,0 +1,287 @@
+"""The asyncio hub: the same engine and semantics as :class:`pghub.Hub`, awaitable.
+
+Callbacks (plain or ``async def``) run on the event loop the hub was started on, each
+consumer in a task of its own; ``notify`` returns a future of the confirmation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ._consumer import BaseConsumer, channels_of, overflow_event
+from ._hubbase import EventLike, HubBase
+from ._mailbox import Overflow
+from ._outbox import Outgoing
+from .events import Action, Event
+
+
+class AsyncConsumer(BaseConsumer):
+    """A consumer of an :class:`AsyncHub`: its callback runs in a task of its own.
+
+    Without a callback it is iterated instead (see :meth:`AsyncHub.subscription`).
+    """
+
+    def __init__(
+        self,
+        hub: AsyncHub,
+        callback: Callable[[Event], Any] | None,
+        *,
+        queue_size: int,
+        overflow: Overflow,
+    ) -> None:
+        super().__init__(
+            hub._engine, callback, queue_size=queue_size, overflow=overflow, logger=hub.log
+        )
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if callback is not None:
+            self._task = self._loop.create_task(self._run(callback), name="pghub-consumer")
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to deliver to
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def wait_closed(self) -> None:
+        """Wait until the final advisory has been delivered."""
+        if self._task is not None and self._task is not asyncio.current_task():
+            await asyncio.shield(self._task)
+
+    async def _batches(self) -> AsyncIterator[deque[Event]]:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            events, lost = self.mailbox.take()
+            if lost:
+                events.appendleft(overflow_event(lost))
+            yield events
+
+    async def _run(self, callback: Callable[[Event], Any]) -> None:
+        async for events in self._batches():
+            for event in events:
+                try:
+                    result = callback(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    self._failed(event)
+                if event.topic is not None:
+                    self.delivered += 1
+                elif event.value.final:
+                    self._closed = True
+                    return
+
+
+class Subscription:
+    """``async with hub.subscription("a") as sub: async for event in sub``.
+
+    Entering waits until every topic is listened to; iteration yields ordinary events (and
+    advisories too with ``advisories=True``) and ends when the hub stops or on close.
+    """
+
+    def __init__(self, hub: AsyncHub, topics: tuple[str, ...], advisories: bool, **kw: Any):
+        self._hub = hub
+        self._channels = channels_of(topics)
+        self._advisories = advisories
+        self._kw = kw
+        self._consumer: AsyncConsumer | None = None
+        self._buffer: deque[Event] = deque()
+        self._ended = False
+
+    async def __aenter__(self) -> Subscription:
+        consumer = self._hub._make_consumer(None, [], **self._kw)
+        self._consumer = consumer
+        consumer.subscribe(*self._channels)
+        waiting = set(self._channels)
+        held: list[Event] = []
+        while waiting:
+            event = await self._next_raw()
+            advisory = event.value if event.topic is None else None
+            if advisory is not None and advisory.action is Action.SUBSCRIBE:
+                waiting.discard(advisory.topic)
+            if advisory is not None and advisory.final:
+                self._buffer.appendleft(event)
+                break
+            held.append(event)
+        self._buffer.extendleft(reversed(held))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._ended:
+                raise StopAsyncIteration
+            event = await self._next_raw()
+            if event.topic is not None:
+                return event
+            advisory = event.value
+            if advisory.final:
+                self._ended = True
+            elif advisory.action is Action.OVERFLOW and not self._advisories:
+                self._hub.log.warning("pghub: subscription lost %d events", advisory.lost)
+            if self._advisories:
+                return event
+
+    async def _next_raw(self) -> Event:
+        consumer = self._consumer
+        assert consumer is not None, "use 'async with hub.subscription(...)'"
+        while not self._buffer:
+            await consumer._ready.wait()
+            consumer._ready.clear()
+            events, lost = consumer.mailbox.take()
+            if lost:
+                events.appendleft(overflow_event(lost))
+            self._buffer.extend(events)
+        return self._buffer.popleft()
+
+
+class AsyncHub(HubBase):
+    """A hub for asyncio programs, with the semantics of :class:`pghub.Hub`."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Start the hub (see :meth:`pghub.Hub.start`)."""
+        self._loop = asyncio.get_running_loop()
+        if self._mark_started():
+            self._engine.start()
+        if not self.options.retry_first_connect:
+            await asyncio.wrap_future(self._engine.first_connect)
+
+    async def stop(self, wait: bool = True) -> None:
+        """Stop (see :meth:`pghub.Hub.stop`); with ``wait``, until every consumer had its STOP."""
+        self._engine.request_stop()
+        if wait:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._engine.finished.wait)
+            for consumer in list(self._consumers):
+                if isinstance(consumer, AsyncConsumer):
+                    await consumer.wait_closed()
+            await asyncio.sleep(0)  # let confirmations scheduled by the engine run
+
+    async def __aenter__(self) -> AsyncHub:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(wait=True)
+
+    def consumer(
+        self,
+        callback: Callable[[Event], Any],
+        *topics: str,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> AsyncConsumer:
+        """A new consumer; ``callback`` may be a coroutine function. Call from the event loop."""
+        return self._make_consumer(
+            callback, channels_of(topics), queue_size=queue_size, overflow=overflow
+        )
+
+    def subscription(
+        self,
+        *topics: str,
+        advisories: bool = False,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> Subscription:
+        """An async iterator over the events of ``topics`` (use with ``async with``)."""
+        return Subscription(self, topics, advisories, queue_size=queue_size, overflow=overflow)
+
+    def _make_consumer(
+        self,
+        callback: Callable[[Event], Any] | None,
+        channels: list[str],
+        *,
+        queue_size: int | None,
+        overflow: Overflow | None,
+    ) -> AsyncConsumer:
+        consumer = AsyncConsumer(
+            self,
+            callback,
+            queue_size=queue_size or self.options.queue_size,
+            overflow=overflow or self.options.overflow,  # type: ignore[arg-type]
+        )
+        self._adopt(consumer, channels)
+        return consumer
+
+    def notify(
+        self,
+        topic: str,
+        key: Iterable[int] | None = None,
+        value: Any = None,
+        *,
+        confirm: Callable[[bool], Any] | None = None,
+    ) -> asyncio.Future[bool]:
+        """Send an event; bad input raises here. The future's result is True once committed,
+        False if it was not sent. Awaiting it is optional."""
+        future = self._future(confirm)
+        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), future))
+        return future
+
+    def notify_many(
+        self, events: Iterable[EventLike], *, confirm: Callable[[bool], Any] | None = None
+    ) -> asyncio.Future[bool]:
+        """Send a batch together; the future is True once every event is committed."""
+        items = self._outgoing_many(events, None)
+        futures = []
+        for item in items:
+            future = self._future(confirm)
+            futures.append(future)
+            self._engine.notify(item._replace(confirm=future))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def all_done(_: asyncio.Future[list[bool]]) -> None:
+            if not done.done():
+                done.set_result(all(f.result() for f in futures))
+
+        asyncio.gather(*futures).add_done_callback(all_done)
+        return done
+
+    def _future(self, confirm: Callable[[bool], Any] | None) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if confirm is not None:
+            future.add_done_callback(lambda f: confirm(f.result()))
+        return future
+
+    def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
+        loop = self._loop
+        if loop is None:  # stopped before it was started: no loop has seen these futures
+            for item in items:
+                item.confirm.get_loop().call_soon_threadsafe(_resolve, [item], ok)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
+            loop.call_soon_threadsafe(_resolve, items, ok)
+
+
+def _resolve(items: list[Outgoing], ok: bool) -> None:
+    for item in items:
+        future = item.confirm
+        if future is not None and not future.done():
+            future.set_result(ok)

@@ -1,0 +1,106 @@
+"""The synchronous hub: one listening session per process, any number of consumers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ._consumer import Consumer, channels_of
+from ._hubbase import EventLike, HubBase
+from ._mailbox import Overflow
+from ._outbox import Outgoing
+from .events import Event
+
+Confirm = Callable[[bool], None]
+
+
+class Hub(HubBase):
+    """A hub for threaded programs. Safe to use from any thread, callbacks included.
+
+    Each consumer's callback runs in a thread of its own; ``confirm`` callbacks run on the hub's
+    engine thread and must be quick. See docs/hub.md for every option and the advisory contract.
+    """
+
+    def start(self) -> None:
+        """Start the hub. Unless ``retry_first_connect``, wait for the first connection and
+        raise :class:`pghub.ConnectFailed` if it fails (the hub is then stopped)."""
+        if self._mark_started():
+            self._engine.start()
+        if not self.options.retry_first_connect:
+            self._engine.first_connect.result()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop: send what is queued if connected, fail the rest, give every consumer its STOP.
+
+        With ``wait``, return once every pending notify is confirmed one way or the other and
+        every consumer has had its STOP (except the calling consumer's own, when called from
+        a callback: that one follows when the callback returns). Idempotent.
+        """
+        self._engine.request_stop()
+        if wait:
+            self._engine.join()
+            if threading.current_thread() is not self._engine._thread:
+                self._engine.finished.wait()
+            for consumer in list(self._consumers):
+                if isinstance(consumer, Consumer):
+                    consumer.join()
+
+    def __enter__(self) -> Hub:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(wait=True)
+
+    def consumer(
+        self,
+        callback: Callable[[Event], Any],
+        *topics: str,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> Consumer:
+        """A new consumer calling ``callback(event)`` for its events and advisories."""
+        channels = channels_of(topics)
+        consumer = Consumer(
+            self._engine,
+            callback,
+            queue_size=queue_size or self.options.queue_size,
+            overflow=overflow or self.options.overflow,  # type: ignore[arg-type]
+            logger=self.log,
+            name=f"pghub-{self.name}-consumer",
+        )
+        self._adopt(consumer, channels)
+        return consumer
+
+    def notify(
+        self,
+        topic: str,
+        key: Iterable[int] | None = None,
+        value: Any = None,
+        *,
+        confirm: Confirm | None = None,
+    ) -> None:
+        """Send an event. Bad input raises here; ``confirm(True)`` follows the commit,
+        ``confirm(False)`` means it was not sent (stopped, or refused by the server)."""
+        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), confirm))
+
+    def notify_many(self, events: Iterable[EventLike], *, confirm: Confirm | None = None) -> None:
+        """Send a batch of ``(topic, key, value)`` events together; ``confirm`` is called once
+        per event. Nothing is queued unless every event is valid."""
+        for item in self._outgoing_many(events, confirm):
+            self._engine.notify(item)
+
+    def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
+        for item in items:
+            if item.confirm is not None:
+                try:
+                    item.confirm(ok)
+                except Exception:
+                    self.log.exception("pghub hub %r: confirm callback raised", self.name)
