@@ -1,0 +1,425 @@
+"""Faults: a killed backend, a reset or half-open TCP link, a server that is not there yet,
+oversized payloads, a NOTIFY the server refuses, and a consumer too slow for its events.
+
+The network faults go through :class:`faultproxy.FaultProxy`, a TCP proxy between the hub
+and the server. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from faultproxy import FaultProxy
+from hubkit import HubPool, Recorder, send_raw, wait_until, within
+from psycopg import sql
+
+import pghub
+from pghub import Action, Advisory, Event
+
+HUB_APP = "pghub_fault_hub"  # application_name of the hub's session, to find it on the server
+FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.5}
+
+
+@pytest.fixture
+def hubs() -> Iterator[HubPool]:
+    pool = HubPool()
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    with FaultProxy(lifetime=120) as p:
+        yield p
+
+
+def named(dsn: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, application_name=HUB_APP)
+
+
+def hub_pids(conn: psycopg.Connection[Any]) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = %s",
+        (HUB_APP,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def echo_on_reconnect(conn: psycopg.Connection[Any], topic: str) -> Recorder:
+    """A recorder that, on RECONNECT, has another session notify ``topic`` at once.
+
+    If RECONNECT came before the topic was listened to again, that event would be lost.
+    """
+    lock = threading.Lock()
+    count = 0
+
+    def then(event: Event) -> None:
+        nonlocal count
+        advisory = event.advisory
+        if advisory is not None and advisory.action is Action.RECONNECT:
+            with lock:
+                count += 1
+                send_raw(conn, topic, f"e{1000 + count}")
+
+    return Recorder("echo", then=then)
+
+
+def assert_flows(hub: pghub.Hub, rec: Recorder, conn: psycopg.Connection[Any], topic: str) -> None:
+    """Events flow both ways: from another session and from the hub itself."""
+    already = len(rec.events())
+    send_raw(conn, topic, "e7001")
+    hub.notify(topic, [7002])
+    got = rec.wait_events(already + 2, timeout=10)[already:]
+    assert [e.key for e in got] == [(7001,), (7002,)]
+
+
+# --- the listening session killed on the server ---
+
+
+def test_terminated_backend_disconnects_then_reconnects_after_relisten(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(named(dsn), **FAST)
+    rec = echo_on_reconnect(conn, "kill")
+    hub.consumer(rec, "kill", "kill2")
+    rec.wait_advisory(Action.SUBSCRIBE, "kill2")
+    pids = hub_pids(conn)
+    assert len(pids) == 1, pids
+    assert hub.stats().backend_pid == pids[0]
+    assert conn.execute("SELECT pg_terminate_backend(%s)", (pids[0],)).fetchone() == (True,)
+    rec.wait_advisory(Action.DISCONNECT, timeout=5)
+    rec.wait_advisory(Action.RECONNECT, timeout=10)
+    # The event sent from the RECONNECT callback arrives: every topic was listened again.
+    assert rec.wait_events(1, timeout=5) == [Event("kill", (1001,), None)]
+    assert_flows(hub, rec, conn, "kill2")
+    assert rec.actions() == [
+        Action.CONNECT,
+        Action.SUBSCRIBE,
+        Action.SUBSCRIBE,
+        Action.DISCONNECT,
+        Action.RECONNECT,
+    ]
+    new_pids = hub_pids(conn)
+    assert len(new_pids) == 1
+    assert new_pids != pids
+    stats = hub.stats()
+    assert (stats.connects, stats.disconnects, stats.reconnects) == (2, 1, 1)
+    assert stats.state == "connected"
+    assert stats.backend_pid == new_pids[0]
+
+
+def test_repeated_terminations_never_kill_the_hub(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(named(dsn), **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "again")
+    rec.wait_advisory(Action.SUBSCRIBE, "again")
+    for round_ in range(1, 6):
+        wait_until(lambda: len(hub_pids(conn)) == 1, what="the hub's session on the server")
+        for pid in hub_pids(conn):
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        rec.wait_advisory(Action.RECONNECT, timeout=10, count=round_)
+    assert rec.count(Action.DISCONNECT) == 5
+    assert_flows(hub, rec, conn, "again")
+
+
+# --- the TCP link broken under the hub ---
+
+
+def test_proxy_reset_disconnects_then_reconnects(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    hub = hubs.started(proxy.dsn(dsn), **FAST)
+    rec = echo_on_reconnect(conn, "rst")
+    hub.consumer(rec, "rst")
+    rec.wait_advisory(Action.SUBSCRIBE, "rst")
+    proxy.wait_connections(1)
+    assert proxy.reset() == 1
+    rec.wait_advisory(Action.DISCONNECT, timeout=5)
+    rec.wait_advisory(Action.RECONNECT, timeout=10)
+    assert rec.wait_events(1) == [Event("rst", (1001,), None)]
+    assert_flows(hub, rec, conn, "rst")
+    assert hub.stats().disconnects == 1
+
+
+def test_half_open_link_is_found_within_the_liveness_bound(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=2, **FAST)
+    rec = echo_on_reconnect(conn, "hole")
+    hub.consumer(rec, "hole")
+    rec.wait_advisory(Action.SUBSCRIBE, "hole")
+    proxy.wait_connections(1)
+    proxy.blackhole()  # the old link goes silent; a fresh one works
+    started = time.monotonic()
+    rec.wait_advisory(Action.DISCONNECT, timeout=8)
+    noticed = time.monotonic() - started
+    assert noticed < 8, noticed
+    rec.wait_advisory(Action.RECONNECT, timeout=10)
+    assert rec.wait_events(1) == [Event("hole", (1001,), None)]
+    assert_flows(hub, rec, conn, "hole")
+
+
+def test_half_open_everywhere_until_resume(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    # Every link black-holed, new ones too: connection attempts time out until resume().
+    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=2, connect_timeout=1, **FAST)
+    rec = echo_on_reconnect(conn, "dark")
+    hub.consumer(rec, "dark")
+    rec.wait_advisory(Action.SUBSCRIBE, "dark")
+    proxy.blackhole(new_connections=True)
+    rec.wait_advisory(Action.DISCONNECT, timeout=8)
+    wait_until(lambda: hub.stats().connect_failures >= 1, timeout=10, what="a failed attempt")
+    assert rec.count(Action.RECONNECT) == 0
+    proxy.resume()
+    rec.wait_advisory(Action.RECONNECT, timeout=10)
+    assert rec.wait_events(1) == [Event("dark", (1001,), None)]
+    assert_flows(hub, rec, conn, "dark")
+
+
+def test_events_sent_during_a_black_hole_are_not_delivered_twice(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=2, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "gap")
+    rec.wait_advisory(Action.SUBSCRIBE, "gap")
+    proxy.blackhole()
+    send_raw(conn, "gap", "e1")  # held in the black hole, or lost with the old link
+    rec.wait_advisory(Action.RECONNECT, timeout=15)
+    proxy.resume()  # the old link may now spill what it held; the hub must have dropped it
+    send_raw(conn, "gap", "e2")
+    rec.wait_for(lambda evs: Event("gap", (2,), None) in evs, what="e2 after the reconnect")
+    send_raw(conn, "gap", "e3")  # a later sentinel: anything spilled would be in by then
+    rec.wait_for(lambda evs: Event("gap", (3,), None) in evs, what="e3")
+    # e1 went to the dead link only: lost (as DISCONNECT warned), and never half-delivered.
+    assert rec.events() == [Event("gap", (2,), None), Event("gap", (3,), None)]
+
+
+# --- a server that is not there yet ---
+
+
+def test_server_unreachable_at_start_then_appearing(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+    hub = hubs.make(proxy.dsn(dsn), retry_first_connect=True, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "late")
+    started = time.monotonic()
+    within(2, hub.start)
+    assert time.monotonic() - started < 1
+    wait_until(lambda: hub.stats().connect_failures >= 2, timeout=5, what="retries")
+    assert hub.stats().state in ("connecting", "disconnected")
+    assert rec.actions() == []  # nothing to tell before the first connection
+    proxy.accept()
+    rec.wait_advisory(Action.CONNECT, timeout=5)
+    rec.wait_advisory(Action.SUBSCRIBE, "late")
+    assert rec.actions() == [Action.CONNECT, Action.SUBSCRIBE]
+    assert_flows(hub, rec, conn, "late")
+    assert hub.stats().connects == 1
+
+
+def test_server_unreachable_without_retry_raises_connect_failed_fast(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+    hub = pghub.Hub(proxy.dsn(dsn))
+    rec = Recorder()
+    hub.consumer(rec)
+    started = time.monotonic()
+    with pytest.raises(pghub.ConnectFailed):
+        within(5, hub.start)
+    assert time.monotonic() - started < 3
+    within(5, hub.stop)
+    rec.assert_final_last(Action.STOP)
+    assert rec.count(Action.CONNECT) == 0
+
+
+def test_silent_server_at_start_raises_connect_failed_after_connect_timeout(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.blackhole(new_connections=True)
+    hub = pghub.Hub(proxy.dsn(dsn), connect_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(pghub.ConnectFailed):
+        within(10, hub.start)
+    waited = time.monotonic() - started
+    assert 0.9 <= waited < 5, waited
+    within(5, hub.stop)
+
+
+# --- what a notify can do wrong ---
+
+
+def test_oversized_payload_raises_at_the_call_and_sends_nothing(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    conn.execute("LISTEN big")
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "big")
+    rec.wait_advisory(Action.SUBSCRIBE, "big")
+    answers: list[bool] = []
+    with pytest.raises(pghub.PayloadTooLarge) as info:
+        hub.notify("big", [1], "x" * 7995, confirm=answers.append)  # e1:"..." is 8000 bytes
+    assert (info.value.size, info.value.limit) == (8000, 7999)
+    # The largest payload that fits goes through: 7999 bytes.
+    at_limit = "y" * 7994
+    hub.notify("big", [2], at_limit)
+    assert rec.wait_events(1) == [Event("big", (2,), at_limit)]
+    got = list(conn.notifies(timeout=5, stop_after=1))
+    assert [len(n.payload.encode()) for n in got] == [7999]
+    assert answers == []
+    assert hub.stats().notifies == 1
+    assert hub.stats().notify_failures == 0
+
+
+@pytest.fixture
+def notifier_role(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A non-superuser role for this test; dropped after it (roles are cluster-wide)."""
+    role = f"pghub_notifier_{os.getpid()}"
+    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        yield role
+    finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_a_refused_notify_fails_alone_without_a_reconnect(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, notifier_role: str
+) -> None:
+    # Privileges on functions are per database: this revoke touches the test's database only.
+    conn.execute("REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC")
+    hub = hubs.started(psycopg.conninfo.make_conninfo(dsn, user=notifier_role))
+    rec = Recorder()
+    hub.consumer(rec, "refused")
+    rec.wait_advisory(Action.SUBSCRIBE, "refused")
+    answers: list[tuple[int, bool]] = []
+    answered = threading.Condition()
+
+    def confirm(key: int) -> Any:
+        def tell(ok: bool) -> None:
+            with answered:
+                answers.append((key, ok))
+                answered.notify_all()
+
+        return tell
+
+    hub.notify("refused", [1], confirm=confirm(1))
+    with answered:
+        assert answered.wait_for(lambda: len(answers) == 1, timeout=5), answers
+    assert answers == [(1, False)]
+    conn.execute("GRANT EXECUTE ON FUNCTION pg_notify(text, text) TO PUBLIC")
+    hub.notify("refused", [2], confirm=confirm(2))
+    with answered:
+        assert answered.wait_for(lambda: len(answers) == 2, timeout=5), answers
+    assert answers == [(1, False), (2, True)]
+    assert rec.wait_events(1) == [Event("refused", (2,), None)]
+    # Send from elsewhere too: still the same session, never dropped.
+    send_raw(conn, "refused", "e3")
+    assert rec.wait_events(2)[-1] == Event("refused", (3,), None)
+    assert rec.actions() == [Action.CONNECT, Action.SUBSCRIBE]
+    stats = hub.stats()
+    assert (stats.notifies, stats.notify_failures) == (1, 1)
+    assert (stats.disconnects, stats.connects) == (0, 1)
+
+
+def test_a_refused_notify_does_not_hold_up_the_others_queued_with_it(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, notifier_role: str
+) -> None:
+    # A trigger-free way to make some notifies fail and not others: the role may not notify
+    # for a while, then may. Notifies queued after the grant all arrive, in order.
+    conn.execute("REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC")
+    hub = hubs.started(psycopg.conninfo.make_conninfo(dsn, user=notifier_role))
+    rec = Recorder()
+    hub.consumer(rec, "queue")
+    rec.wait_advisory(Action.SUBSCRIBE, "queue")
+    refused: list[bool] = []
+    for i in range(20):
+        hub.notify("queue", [i], confirm=refused.append)
+    wait_until(lambda: len(refused) == 20, what="20 answers")
+    assert refused == [False] * 20
+    conn.execute("GRANT EXECUTE ON FUNCTION pg_notify(text, text) TO PUBLIC")
+    accepted: list[bool] = []
+    for i in range(20, 40):
+        hub.notify("queue", [i], confirm=accepted.append)
+    assert [e.key for e in rec.wait_events(20)] == [(i,) for i in range(20, 40)]
+    wait_until(lambda: len(accepted) == 20, what="20 answers")
+    assert accepted == [True] * 20
+    assert hub.stats().disconnects == 0
+
+
+# --- a consumer too slow for its events ---
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_a_sleeping_consumer_overflows_alone_and_is_told_how_many_it_lost(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, policy: str
+) -> None:
+    total = 3000
+    hub = hubs.started(dsn, overflow=policy)
+    wake = threading.Event()
+
+    def sleep_on_first(event: Event) -> None:
+        if event.topic is not None and event.key == (0,):
+            wake.wait(30)
+
+    sleeper = Recorder("sleeper", then=sleep_on_first)
+    fast = [Recorder(f"fast{i}") for i in range(3)]
+    hub.consumer(sleeper, "flood", queue_size=10)
+    for rec in fast:
+        hub.consumer(rec, "flood")
+    for rec in (sleeper, *fast):
+        rec.wait_advisory(Action.SUBSCRIBE, "flood")
+    for start in range(0, total, 500):
+        conn.execute(
+            "SELECT pg_notify('flood', 'e' || i) FROM generate_series(%s::int, %s::int) AS i",
+            (start, start + 499),
+        )
+    # The others get everything while the sleeper sleeps: the hub keeps draining.
+    for rec in fast:
+        assert [e.key[0] for e in rec.wait_events(total, timeout=30)] == list(range(total))
+    assert not wake.is_set()
+    wake.set()
+    sleeper.wait_advisory(Action.OVERFLOW, timeout=10)
+    # Every event is accounted for: received, or counted as lost in an OVERFLOW advisory.
+    wait_until(
+        lambda: len(sleeper.events()) + sum(a.lost for a in overflows(sleeper)) == total,
+        timeout=10,
+        what=f"sleeper's received + lost == {total}",
+    )
+    keys = [e.key[0] for e in sleeper.events()]
+    lost = sum(a.lost for a in overflows(sleeper))
+    assert lost > 0
+    assert keys == sorted(keys)
+    assert keys[0] == 0
+    if policy == "drop_oldest":
+        assert keys[-1] == total - 1, sleeper.describe()
+    else:
+        assert total - 1 not in keys, sleeper.describe()
+    assert all(
+        a == Advisory(Action.OVERFLOW, lost=a.lost) and a.lost > 0 for a in overflows(sleeper)
+    )
+    stats = hub.stats()
+    assert stats.overflow_drops == lost
+    assert stats.queue_high_water >= 10
+    assert stats.events_received == total
+    assert stats.disconnects == 0
+
+
+def overflows(rec: Recorder) -> list[Advisory]:
+    return [a for a in rec.advisories() if a.action is Action.OVERFLOW]
