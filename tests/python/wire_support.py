@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from hypothesis import strategies as st
 from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -81,3 +82,38 @@ def drain(
             return received
         received.append(note)
     raise AssertionError(f"sentinel on {sentinel_channel!r} did not arrive within 5 s")
+
+
+# --- hypothesis strategies of realistic events ----------------------------------------------
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Text as applications write it, plus what the format must take care of: `$`, quotes,
+# backslashes, every control character but U+0000, line separators, astral characters.
+_special_chars = st.sampled_from(
+    ["$", "$$", '"', "\\", "/", "\x7f", "\u2028", "\ufeff", "é", "東", "😀", "\U0010ffff"]
+    + [chr(c) for c in range(1, 32)]
+)
+_any_char = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+texts = st.lists(_special_chars | _any_char.map(str), max_size=12).map("".join)
+numbers = (
+    st.integers(-1000, 1000)
+    | st.integers(INT64_MIN, INT64_MAX)
+    | st.integers(-(10**40), 10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(
+        [0.0, -0.0, 1.0, 2.0, 1e20, 1.5e-7, 1e16, 1e-5, 0.1, 5e-324, 1.7976931348623157e308]
+    )
+)
+json_scalars = st.none() | st.booleans() | numbers | texts
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(texts, inner, max_size=6),
+    max_leaves=25,
+)
+event_keys = st.none() | st.lists(
+    st.integers(INT64_MIN, INT64_MAX)
+    | st.integers(-5, 5)
+    | st.sampled_from([INT64_MIN, INT64_MAX]),
+    max_size=6,
+)
