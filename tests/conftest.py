@@ -40,7 +40,14 @@ def _load_extensions(**kwargs: Any) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     host = config.getoption("postgresql_host") or config.getini("postgresql_host")
     port = config.getoption("postgresql_port") or config.getini("postgresql_port")
-    return f"pghub: install route {INSTALL_ROUTE}, server {host}:{port}"
+    user = config.getoption("postgresql_user") or config.getini("postgresql_user")
+    try:
+        with psycopg.connect(host=host, port=port, user=user, dbname="postgres") as probe:
+            row = probe.execute("SHOW server_version").fetchone()
+            version = str(row[0]) if row is not None else "unknown"
+    except psycopg.Error as error:
+        version = f"unreachable ({error})"
+    return f"pghub: install route {INSTALL_ROUTE}, server {host}:{port} version {version}"
 
 
 # A database name of this run's own, so that runs side by side never share a template.

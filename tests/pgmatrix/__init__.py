@@ -1,0 +1,1 @@
+"""Private PostgreSQL servers of every supported version, and the runner of make test-matrix."""
