@@ -257,12 +257,12 @@ class Engine:
         return 1.0
 
     def _clear_wake(self) -> None:
-        self._wake_pending = False  # before reading: a later wake-up must send again
-        try:
+        # Drain first, then clear the flag, then (at the top of the loop) read the inbox: a
+        # command queued after the flag is cleared sends a new byte; one queued before is read.
+        with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        except BlockingIOError:
-            pass
+        self._wake_pending = False
 
     def _take_inbox(self) -> None:
         inbox = self._inbox
