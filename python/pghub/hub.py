@@ -92,9 +92,15 @@ class Hub(HubBase):
         self._engine.notify(self._outgoing(topic, key, value, next(self._groups), confirm))
 
     def notify_many(self, events: Iterable[EventLike], *, confirm: Confirm | None = None) -> None:
-        """Send a batch of ``(topic, key, value)`` events together; ``confirm`` is called once
-        per event. Nothing is queued unless every event is valid."""
-        for item in self._outgoing_many(events, confirm):
+        """Send a batch of ``(topic, key, value)`` events together. Nothing is queued unless
+        every event is valid; ``confirm`` is called once: True when every event committed."""
+        items = self._outgoing_many(events, None)
+        if confirm is not None and not items:
+            confirm(True)  # nothing to send, nothing that failed
+        elif confirm is not None:
+            whole = _WholeBatch(len(items), confirm)
+            items = [item._replace(confirm=whole.one) for item in items]
+        for item in items:
             self._engine.notify(item)
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
@@ -104,3 +110,21 @@ class Hub(HubBase):
                     item.confirm(ok)
                 except Exception:
                     self.log.exception("pghub hub %r: confirm callback raised", self.name)
+
+
+class _WholeBatch:
+    """Turns one answer per event into one answer for the batch."""
+
+    def __init__(self, size: int, confirm: Confirm) -> None:
+        self._left = size
+        self._ok = True
+        self._confirm = confirm
+        self._lock = threading.Lock()
+
+    def one(self, ok: bool) -> None:
+        with self._lock:
+            self._ok = self._ok and ok
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self._confirm(self._ok)
