@@ -517,9 +517,15 @@ def test_a_throwing_callback_is_counted_and_delivery_goes_on(
     assert [e.key for e in thrower.wait_events(3)] == [(0,), (1,), (2,)]
     assert [e.key for e in bystander.wait_events(3)] == [(0,), (1,), (2,)]
     wait_until(lambda: hub.stats().callback_errors - before == 3, what="3 callback errors")
-    logged = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
-    assert len(logged) == 3
-    assert all(r.name.startswith("pghub") for r in logged)
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+
+    # The count goes up before the log line is written: wait for the third one.
+    wait_until(lambda: len(logged()) >= 3, what="3 tracebacks logged")
+    assert len(logged()) == 3
+    assert all(r.exc_info and r.exc_info[2] is not None for r in logged())
+    assert all(r.name.startswith("pghub") for r in logged())
 
 
 def test_calls_from_inside_callbacks_do_not_deadlock(
@@ -596,11 +602,33 @@ def test_notify_many_is_confirmed_once_and_delivered_in_order(dsn: str, hubs: Hu
     hub.consumer(rec, "many")
     subscribed(rec, "many")
     answers: list[bool] = []
-    batch = [("many", [i], {"i": i}) for i in range(50)] + [Event("many", (50,), None)]
+    batch: list[Any] = [("many", [i], {"i": i}) for i in range(50)]
+    batch.append(Event("many", (50,), None))
     hub.notify_many(batch, confirm=answers.append)
     events = rec.wait_events(51)
     assert [e.key for e in events] == [(i,) for i in range(51)]
-    wait_until(lambda: answers == [True], what="one confirm(True) for the batch")
+    # Documented: confirm is called once for the batch, True when every event committed.
+    wait_until(lambda: len(answers) == 1, what="one confirm for the batch")
+    assert answers == [True]
+    hub.notify_many([], confirm=answers.append)  # an empty batch: nothing failed
+    wait_until(lambda: len(answers) == 2, what="a confirm for the empty batch")
+    assert answers == [True, True]
+
+
+def test_notify_many_with_one_bad_event_sends_none(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "batch")
+    subscribed(rec, "batch")
+    with pytest.raises(pghub.InvalidKey):
+        hub.notify_many([("batch", [1], None), ("batch", [2**63], None), ("batch", [3], None)])
+    with pytest.raises(pghub.InvalidTopic):
+        hub.notify_many([("batch", [4], None), ("no way", [5], None)])
+    send_raw(conn, "batch", "e6")  # the sentinel: whatever was sent before it is in by then
+    assert rec.wait_events(1) == [Event("batch", (6,), None)]
+    assert hub.stats().notifies == 0
 
 
 def test_stop_confirms_every_pending_notify(dsn: str) -> None:
@@ -693,3 +721,23 @@ def test_stats_move_as_documented(dsn: str, conn: psycopg.Connection[Any]) -> No
     within(10, hub.stop)
     assert hub.stats().state == "stopped"
     assert advisories_of(first.all())[-1] == Advisory(Action.STOP, final=True)
+
+
+def test_process_wide_stats_count_hubs_and_totals(dsn: str) -> None:
+    before = pghub.stats()
+    hub = pghub.Hub(dsn)
+    within(10, hub.start)
+    answers: list[bool] = []
+    for i in range(3):
+        hub.notify("wide", [i], confirm=answers.append)
+    wait_until(lambda: len(answers) == 3, what="3 confirms")
+    during = pghub.stats()
+    assert during.hubs_started == before.hubs_started + 1
+    assert during.hubs == before.hubs + 1
+    assert during.totals["notifies"] == before.totals["notifies"] + 3
+    within(10, hub.stop)
+    after = pghub.stats()
+    assert after.hubs == before.hubs
+    # A stopped hub's figures stay in the process totals.
+    assert after.totals["notifies"] == before.totals["notifies"] + 3
+    assert after.totals["connects"] == before.totals["connects"] + 1
