@@ -517,3 +517,39 @@ def test_every_event_of_a_statement_counts_once(conn: psycopg.Connection[Any], l
     assert Counter(event.value["count"] == len(event.key) for event in events) == {
         True: len(events)
     }
+
+
+def test_upsert_publishes_each_action(conn: psycopg.Connection[Any], listen: Any) -> None:
+    conn.execute("CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL)")
+    publish(conn, "kv")
+    listener = listen("kv")
+    conn.execute("INSERT INTO kv VALUES (1, 1), (2, 2)")
+    listener.collect(conn)
+    conn.execute(
+        "INSERT INTO kv VALUES (2, 20), (3, 3) ON CONFLICT (id) DO UPDATE SET v = excluded.v"
+    )
+    events = listener.collect(conn)
+    assert sorted((event.value["op"], event.key) for event in events) == [
+        ("ins", (3,)),
+        ("upd", (2,)),
+    ]
+
+
+def test_merge_publishes_each_action(conn: psycopg.Connection[Any], listen: Any) -> None:
+    if conn.info.server_version < 150000:
+        pytest.skip("MERGE came with PostgreSQL 15")
+    conn.execute("CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL)")
+    conn.execute("INSERT INTO kv VALUES (1, 1), (3, 3)")
+    publish(conn, "kv")
+    listener = listen("kv")
+    conn.execute(
+        "MERGE INTO kv USING (VALUES (3, 30), (4, 4), (1, 0)) AS s (id, v) ON kv.id = s.id"
+        " WHEN MATCHED AND s.v = 0 THEN DELETE WHEN MATCHED THEN UPDATE SET v = s.v"
+        " WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.v)"
+    )
+    events = listener.collect(conn)
+    assert sorted((event.value["op"], event.key) for event in events) == [
+        ("del", (1,)),
+        ("ins", (4,)),
+        ("upd", (3,)),
+    ]
