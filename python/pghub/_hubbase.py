@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,6 +84,7 @@ class HubBase:
             on_finished=lambda: _stats.retire(self),
         )
         self._consumers: list[BaseConsumer] = []
+        self._consumers_lock = threading.Lock()
         self._gone = {"delivered": 0, "callback_errors": 0, "dropped": 0, "high_water": 0}
         self._groups = itertools.count(1)
         self._started = False
@@ -111,14 +113,15 @@ class HubBase:
 
     def _adopt(self, consumer: BaseConsumer, channels: list[str]) -> None:
         """Register a new consumer with the engine, folding away the figures of closed ones."""
-        live = []
-        for c in self._consumers:
-            if c.closed and not c.mailbox:
-                self._retire_consumer(c)
-            else:
-                live.append(c)
-        live.append(consumer)
-        self._consumers = live
+        with self._consumers_lock:  # consumers are made from any thread, callbacks included
+            live = []
+            for c in self._consumers:
+                if c.closed and not c.mailbox:
+                    self._retire_consumer(c)
+                else:
+                    live.append(c)
+            live.append(consumer)
+            self._consumers = live
         self._engine.call(self._engine.add_consumer, consumer)
         if channels:
             consumer._channels.update(channels)
@@ -149,8 +152,9 @@ class HubBase:
         """A snapshot of this hub's figures (see :class:`pghub.HubStats`)."""
         engine = self._engine
         counters = engine.counters
-        consumers = list(self._consumers)
-        gone = self._gone
+        with self._consumers_lock:
+            consumers = list(self._consumers)
+            gone = dict(self._gone)
         return HubStats(
             name=self.name,
             state=engine.state,
