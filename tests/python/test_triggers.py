@@ -10,6 +10,7 @@ asserted exactly. Every wait is bounded.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -553,3 +554,42 @@ def test_merge_publishes_each_action(conn: psycopg.Connection[Any], listen: Any)
         ("ins", (4,)),
         ("upd", (3,)),
     ]
+
+
+@pytest.fixture
+def plain_roles(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
+    """Two roles without any special right: a table owner and a writer (dropped afterwards)."""
+    owner, writer = (f"pghub_{who}_{os.getpid()}_{next(_marks)}" for who in ("owner", "writer"))
+    for role in (owner, writer):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    yield owner, writer
+    conn.execute("RESET ROLE")
+    for role in (owner, writer):
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize("level", ["statement", "row"])
+def test_a_plain_role_publishes_its_table_and_another_writes(
+    conn: psycopg.Connection[Any], listen: Any, plain_roles: tuple[str, str], level: str
+) -> None:
+    owner, writer = (sql.Identifier(role) for role in plain_roles)
+    conn.execute(sql.SQL("SET ROLE {}").format(owner))
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+    publish(conn, "notes", level=level)
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {}").format(writer))
+    listener = listen("notes")
+    conn.execute(sql.SQL("SET ROLE {}").format(writer))
+    conn.execute("INSERT INTO notes VALUES (1, 'a'), (2, 'b')")
+    conn.execute("UPDATE notes SET id = 3 WHERE id = 1")
+    conn.execute("DELETE FROM notes WHERE id = 2")
+    got = [(event.value["op"], event.key) for event in listener.collect(conn)]
+    if level == "statement":
+        assert got == [("ins", (1, 2)), ("upd", (1, 3)), ("del", (2,))]
+    else:
+        assert got == [("ins", (1,)), ("ins", (2,)), ("upd", (3,)), ("del", (2,))]
+    conn.execute(sql.SQL("SET ROLE {}").format(owner))
+    assert conn.execute("SELECT pghub.unpublish_table('notes')").fetchone() == (
+        4 if level == "statement" else 2,
+    )
