@@ -185,9 +185,8 @@ class Engine:
         else:
             self._wake()
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def on_engine_thread(self) -> bool:
+        return self._thread is threading.current_thread()
 
     def _wake(self) -> None:
         if not self._wake_pending:

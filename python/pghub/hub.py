@@ -36,16 +36,17 @@ class Hub(HubBase):
 
         With ``wait``, return once every pending notify is confirmed one way or the other and
         every consumer has had its STOP (except the calling consumer's own, when called from
-        a callback: that one follows when the callback returns). Idempotent.
+        a callback: that one follows when the callback returns). From a ``confirm`` callback,
+        which runs on the hub's engine thread, it does not wait. Idempotent.
         """
-        self._engine.request_stop()
-        if wait:
-            self._engine.join()
-            if threading.current_thread() is not self._engine._thread:
-                self._engine.finished.wait()
-            for consumer in list(self._consumers):
-                if isinstance(consumer, Consumer):
-                    consumer.join()
+        engine = self._engine
+        engine.request_stop()
+        if not wait or engine.on_engine_thread():
+            return  # a confirm callback cannot wait for the thread it runs on
+        engine.finished.wait()
+        for consumer in list(self._consumers):
+            if isinstance(consumer, Consumer):
+                consumer.join()
 
     def __enter__(self) -> Hub:
         self.start()
