@@ -112,6 +112,15 @@ BEGIN
             -- (strings through the same escaper as jsonb). It drops object members whose
             -- value is null, so it is used only when the text has no ': null' at all.
             json := json_strip_nulls(json::json)::text;
+        ELSIF strpos(json, ':[null]') = 0 AND strpos(json, ': [null]') = 0 THEN
+            -- Null members (rows with NULL columns): wrap each null after ': ' in [] so that
+            -- it survives, then unwrap. Outside strings that gives ':[null]', inside strings
+            -- (kept as they are) ': [null]'; neither was in the text before, so both unwrap
+            -- exactly where they were wrapped.
+            json := replace(replace(
+                json_strip_nulls(replace(json, ': null', ': [null]')::json)::text,
+                ':[null]', ':null'
+            ), ': [null]', ': null');
         ELSE
             -- Each match is a whole string (kept) or a space outside strings (dropped).
             json := regexp_replace(json, E'("(?:[^"\\\\]|\\\\.)*")| ', E'\\1', 'g');
@@ -398,6 +407,7 @@ DECLARE
     event_key bigint[];
     data jsonb;
     value jsonb;
+    data_text text;
     bound integer;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_NARGS < 1 THEN
@@ -461,9 +471,11 @@ BEGIN
         RETURN NULL;
     END IF;
     -- Canonical JSON is jsonb's text without the blanks after ':' and ',', with each '$' six bytes
-    -- long: this bound is never below the real size, so most rows need no trial encoding.
-    bound := octet_length(pghub.encode(event_key, value)) + 8 + octet_length(data::text)
-        + 5 * (length(data::text) - length(replace(data::text, '$', '')));
+    -- long: this bound is never below the real size, so most rows need no trial encoding
+    -- (a trial costs a subtransaction).
+    data_text := data::text;
+    bound := octet_length(pghub.encode(event_key, value)) + 8 + octet_length(data_text)
+        + 5 * (length(data_text) - length(replace(data_text, '$', '')));
     IF bound <= 7999 THEN
         PERFORM pghub.notify(topic, event_key, value || jsonb_build_object('data', data));
     ELSE

@@ -1,6 +1,6 @@
 -- pghub.encode: the canonical payload of WIRE.md, byte for byte, and every refusal.
 BEGIN;
-SELECT plan(62);
+SELECT plan(71);
 
 -- First, before anything has cached a plan of the function bodies: backslashes mean the
 -- same with standard_conforming_strings off (the bodies use E'' strings).
@@ -13,7 +13,12 @@ SELECT is(
 SELECT is(
     pghub.encode(NULL, jsonb_build_object('a', chr(36) || chr(92), 'b', NULL)),
     'e:{"a":"' || chr(92) || 'u0024' || chr(92) || chr(92) || '","b":null}',
-    'a dollar and a backslash with standard_conforming_strings off (slow path)'
+    'a dollar and a backslash with standard_conforming_strings off (null member path)'
+);
+SELECT is(
+    pghub.encode(NULL, jsonb_build_object('a', chr(36) || chr(92), 'b', '[null]'::jsonb)),
+    'e:{"a":"' || chr(92) || 'u0024' || chr(92) || chr(92) || '","b":[null]}',
+    'a dollar and a backslash with standard_conforming_strings off (regular expression)'
 );
 RESET standard_conforming_strings;
 
@@ -130,7 +135,7 @@ SELECT is(
     'dollars in names and values'
 );
 SELECT is(
-    pghub.encode(NULL, '{"$": null}'), 'e:{"\u0024":null}', 'a dollar on the slow path'
+    pghub.encode(NULL, '{"$": null}'), 'e:{"\u0024":null}', 'a dollar in a null member'
 );
 SELECT is(
     pghub.encode(NULL, '"\u0024"'), 'e:"\u0024"', 'an escaped dollar stays escaped'
@@ -163,16 +168,47 @@ SELECT is(
     'literals and numbers in an array'
 );
 
--- The two ways of dropping whitespace agree: the same value inside an array, alone (fast
--- path) and next to a null member (the regular expression).
+-- The three ways of dropping whitespace: json_strip_nulls alone (no ': null' in the text),
+-- with null members wrapped in [] and unwrapped, and the regular expression (the text holds
+-- ': [null]' or ':[null]'). Each on its own, with the texts that steer between them.
+SELECT is(
+    pghub.encode(NULL, '{"a": null, "b": [null, 1], "c": {"d": null}, "s": "x: null"}'),
+    'e:{"a":null,"b":[null,1],"c":{"d":null},"s":"x: null"}',
+    'null members, a null element, a string holding ": null"'
+);
+SELECT is(
+    pghub.encode(NULL, '{"a": null, "s": "x: [null] y"}'), 'e:{"a":null,"s":"x: [null] y"}',
+    'a string holding ": [null]" next to a null member'
+);
+SELECT is(
+    pghub.encode(NULL, '{"a": null, "s": "x:[null]:null"}'), 'e:{"a":null,"s":"x:[null]:null"}',
+    'a string holding ":[null]" next to a null member'
+);
+SELECT is(
+    pghub.encode(NULL, '{"a": [null], "b": null, "c": ": nullable"}'),
+    'e:{"a":[null],"b":null,"c":": nullable"}', 'a member holding [null] next to a null member'
+);
+SELECT is(
+    pghub.encode(NULL, '{"a": [null], "s": ": [null]"}'), 'e:{"a":[null],"s":": [null]"}',
+    'a member holding [null], no null member'
+);
+SELECT is(
+    pghub.encode(NULL, '{"a": [null], "s": "a: [null]"}'), 'e:{"a":[null],"s":"a: [null]"}',
+    'a member holding [null] and a string holding ": [null]"'
+);
+
+-- The three agree on generated values: each value alone, next to a null member and next to
+-- a [null] member must give the same text for the value.
 CREATE TEMPORARY TABLE samples (sample jsonb);
 INSERT INTO samples
 SELECT
     jsonb_build_object(
         'id', i, 'name', 'item, ' || i || ': "x" \ ' || chr(i % 31 + 1), 'price', i / 7.0,
-        'tags', jsonb_build_array('a b', i % 3 = 0, '$', repeat('é', i % 4)), 'ok', i % 2 = 0
+        'tags', jsonb_build_array('a b', i % 3 = 0, '$', repeat('é', i % 4)), 'ok', i % 2 = 0,
+        'note', (ARRAY[': null', ': [null]', ':[null]', 'null', NULL, '[null]'])[i % 7 + 1],
+        'more', CASE WHEN i % 5 = 0 THEN jsonb_build_object('k', NULL, ': null', '[]') END
     )
-FROM generate_series(1, 200) AS i;
+FROM generate_series(1, 300) AS i;
 SELECT is(
     (
         SELECT count(*)::integer FROM samples
@@ -180,14 +216,30 @@ SELECT is(
             pghub.encode(NULL, jsonb_build_array(sample, '{"n": null}'::jsonb))
             <> left(pghub.encode(NULL, jsonb_build_array(sample)), -1) || ',{"n":null}]'
     ),
-    0, 'the slow path equals the fast path plus the null member'
+    0, 'alone and next to a null member: the same text, 300 values'
+);
+SELECT is(
+    (
+        SELECT count(*)::integer FROM samples
+        WHERE
+            pghub.encode(NULL, jsonb_build_array(sample, '{"n": [null]}'::jsonb))
+            <> left(pghub.encode(NULL, jsonb_build_array(sample)), -1) || ',{"n":[null]}]'
+    ),
+    0, 'alone and next to a [null] member: the same text, 300 values'
+);
+SELECT is(
+    (
+        SELECT count(*)::integer FROM samples
+        WHERE pghub.encode(NULL, sample) !~ '^e:\{"id":[0-9]+,"ok":(true|false),"more":'
+    ),
+    0, 'the generated values start as jsonb orders them, without spaces'
 );
 SELECT is(
     (
         SELECT count(*)::integer FROM samples AS s
         WHERE (SELECT d.value FROM pghub.decode(pghub.encode(NULL, s.sample)) AS d) <> s.sample
     ),
-    0, 'decode reads back what encode wrote, 200 values'
+    0, 'decode reads back what encode wrote, 300 values'
 );
 -- Sizes: at most 7999 bytes of UTF-8.
 SELECT is(
