@@ -88,7 +88,9 @@ class InstallResult:
                 f"pghub upgraded from {self.previous_version} to {self.version} by script "
                 f"({', '.join(self.scripts)})"
             )
-        return f"pghub {self.version} was already installed by script; its script ran again"
+        if self.action == "refreshed":
+            return f"pghub {self.version} was already installed by script; its script ran again"
+        return f"pghub {self.version} was already installed by script; nothing to run"
 
 
 def sql_directory() -> Traversable:
@@ -295,8 +297,10 @@ def _install(
             )
     if previous is None:
         action: Action = "installed"
+    elif previous != target:
+        action = "upgraded"
     else:
-        action = "refreshed" if previous == target else "upgraded"
+        action = "refreshed" if scripts else "none"
     return InstallResult("script", action, target, previous, tuple(scripts))
 
 
@@ -304,25 +308,29 @@ def _plan(previous: str | None, target: str, directory: Traversable | Path) -> l
     """The scripts to run: the full script for a fresh install or a re-run, else update steps."""
     names = set(_script_names(directory))
     full = f"{EXTENSION}--{target}.sql"
-    if previous is None or previous == target:
-        if full in names:
-            return [full]
-        # No full script for this version: start from an older one and update, as the server does.
-        for name in sorted(names):
-            start = _FULL_SCRIPT.match(name)
-            if start is None or _UPDATE_SCRIPT.match(name):
-                continue
-            steps = update_path(start.group(1), target, directory)
-            if steps is not None and previous is None:
-                return [name, *steps]
-        raise InstallError(f"no script installs pghub {target} (looked in {directory})")
-    steps = update_path(previous, target, directory)
-    if steps is None:
-        raise InstallError(
-            f"pghub {previous} is installed and no update scripts lead to {target} "
-            f"(looked for {EXTENSION}--{previous}--*.sql in {directory})"
-        )
-    return steps
+    if previous == target:
+        # Run again to repair what may have been dropped by hand; with no full script for this
+        # version (it was reached by updates) there is nothing to run.
+        return [full] if full in names else []
+    if previous is not None:
+        steps = update_path(previous, target, directory)
+        if steps is None:
+            raise InstallError(
+                f"pghub {previous} is installed and no update scripts lead to {target} "
+                f"(looked for {EXTENSION}--{previous}--*.sql in {directory})"
+            )
+        return steps
+    if full in names:
+        return [full]
+    # No full script for this version: install an older one and update, as CREATE EXTENSION does.
+    for name in sorted(names):
+        start = _FULL_SCRIPT.match(name)
+        if start is None or _UPDATE_SCRIPT.match(name):
+            continue
+        steps = update_path(start.group(1), target, directory)
+        if steps is not None:
+            return [name, *steps]
+    raise InstallError(f"no script installs pghub {target} (looked in {directory})")
 
 
 def _script_names(directory: Traversable | Path) -> list[str]:
