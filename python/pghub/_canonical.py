@@ -28,15 +28,30 @@ Default = Callable[[Any], Any]
 # That is exactly PostgreSQL's escape_json().
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 
-_c_encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
-).encode
+
+def _refuse(obj: Any) -> Any:
+    raise TypeError(type(obj).__name__)
+
+
+def _make_c_encode() -> Callable[[Any], str]:
+    """json's encoder without its per-call set-up (the C one when the interpreter has it).
+
+    No circular check: _prepare has walked the whole value first, and a cycle ends that
+    walk with RecursionError. No NaN: _prepare let no such float through.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is not None:
+        chunks = make(None, _refuse, _quote, None, ":", ",", False, False, False)
+        return lambda value: "".join(chunks(value, 0))
+    return json.JSONEncoder(  # pragma: no cover - interpreters without the C accelerator
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+    ).encode
+
+
+_c_encode = _make_c_encode()
 
 # What jsonb cannot hold: U+0000 and lone surrogates (a paired one cannot exist in a str).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# In the fast writer's output: a raw surrogate, or the escape json writes for U+0000. A string
-# holding a backslash followed by "u0000" also matches; the careful writer then decides.
-_SUSPECT_OUTPUT = re.compile("[\ud800-\udfff]|\\\\u0000")
 
 
 class _Fallback(Exception):
@@ -49,11 +64,22 @@ def dumps(value: Any, default: Default | None = None) -> str:
         if default is not None:
             raise _Fallback
         text = _c_encode(_prepare(value))
-        if _SUSPECT_OUTPUT.search(text) is not None:
+        # json escapes U+0000 (a string holding a backslash and "u0000" also matches: the
+        # careful writer then decides) and writes surrogates raw, which UTF-8 refuses.
+        if "\\u0000" in text or not (text.isascii() or encodable(text)):
             raise _Fallback
     except (_Fallback, ValueError, TypeError, RecursionError):
         text = careful_dumps(value, default)
     return text.replace("$", "\\u0024")
+
+
+def encodable(text: str) -> bool:
+    """True unless ``text`` holds a surrogate (UTF-8 has no form for one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def jsonb_key_order(key: str) -> tuple[int, str]:
@@ -68,9 +94,36 @@ def jsonb_key_order(key: str) -> tuple[int, str]:
 
 
 def _float_is_plain(number: float) -> bool:
-    """True where json writes this float exactly as canonical JSON does (its repr)."""
-    text = float.__repr__(number)
-    return "e" not in text and "n" not in text and text != "-0.0"  # "n": nan, inf
+    """True where repr (which json writes) is already canonical: no exponent, no -0.0.
+
+    repr writes plain digits exactly for 1e-4 <= |x| < 1e16; NaN and infinities fail here.
+    """
+    return (
+        1e-4 <= number < 1e16
+        or -1e16 < number <= -1e-4
+        or (number == 0.0 and math.copysign(1.0, number) > 0.0)
+    )
+
+
+_PLAIN = frozenset((str, int, bool, type(None)))  # json writes these as canonical JSON does
+
+
+def _jsonb_ordered(obj: dict[Any, Any]) -> list[Any] | None:
+    """The keys of ``obj`` in jsonb order, or None if they are in that order already.
+
+    A non-str key raises TypeError (from join) or _Fallback: both mean fall back.
+    """
+    keys = list(obj)
+    if len(keys) < 2:
+        if keys and type(keys[0]) is not str:
+            raise _Fallback
+        return None
+    if "".join(keys).isascii():  # two C sorts: by text, then stably by length
+        ordered = sorted(keys)
+        ordered.sort(key=len)
+    else:
+        ordered = sorted(keys, key=jsonb_key_order)
+    return None if ordered == keys else ordered
 
 
 def _prepare(value: Any) -> Any:
@@ -82,17 +135,13 @@ def _prepare(value: Any) -> Any:
     """
     kind = type(value)
     if kind is dict:
-        keys = list(value)
-        for key in keys:
-            if type(key) is not str:
-                raise _Fallback
-        ordered = sorted(keys, key=jsonb_key_order) if len(keys) > 1 else keys
-        changed = ordered != keys
+        ordered = _jsonb_ordered(value)
         result = {}
-        for key in ordered:
+        changed = ordered is not None
+        for key in value if ordered is None else ordered:
             item = value[key]
             kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
+            if kind in _PLAIN:
                 result[key] = item
             elif kind is float:
                 if not _float_is_plain(item):
@@ -108,7 +157,7 @@ def _prepare(value: Any) -> Any:
         changed = False
         for item in value:
             kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
+            if kind in _PLAIN:
                 items.append(item)
             elif kind is float:
                 if not _float_is_plain(item):
@@ -119,7 +168,7 @@ def _prepare(value: Any) -> Any:
                 changed = changed or new is not item
                 items.append(new)
         return items if changed else value
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _PLAIN:
         return value
     if kind is float and _float_is_plain(value):
         return value

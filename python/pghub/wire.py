@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -141,7 +141,6 @@ _KEY_LIST = re.compile(r"(?:0|-?[1-9][0-9]{0,18})(?:,(?:0|-?[1-9][0-9]{0,18}))*"
 _DIGITS = frozenset("0123456789")
 # Escapes that may decode to what jsonb refuses: \u0000 and surrogates (paired or not).
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -165,7 +164,11 @@ def _parse_long_int(text: str) -> int:
     return int(Decimal(text))
 
 
-_decode_json = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant).decode
+_decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+_decode_json = _decoder.decode
+# The decoder's scanner: one value at an index, as (value, end); StopIteration if none there.
+# (typeshed does not declare this attribute, which every JSONDecoder has.)
+_scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 _decode_json_long_ints = json.JSONDecoder(
     parse_float=_parse_float, parse_constant=_reject_constant, parse_int=_parse_long_int
 ).decode
@@ -217,7 +220,7 @@ def _decode_value(text: str, offset: int) -> Any:
     # json.loads accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only
     # where the text could hold them (escapes, or raw surrogates in a str built in Python).
     if _SUSPECT_ESCAPE.search(text) is not None or (
-        not text.isascii() and _SURROGATE.search(text) is not None
+        not text.isascii() and not _canonical.encodable(text)
     ):
         problem = _unstorable(value)
         if problem is not None:
@@ -226,6 +229,15 @@ def _decode_value(text: str, offset: int) -> Any:
 
 
 def _load_json(text: str) -> Any:
+    # Fast path: a canonical payload is one JSON value without whitespace, which the scanner
+    # reads in one call. Anything else (whitespace, errors, huge integers) goes the full way,
+    # which also words the error.
+    try:
+        value, end = _scan_json(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
     try:
         return _decode_json(text)
     except json.JSONDecodeError:

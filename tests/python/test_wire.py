@@ -314,3 +314,36 @@ def test_decode_inverts_encode(key: list[int] | None, value: Any) -> None:
     assert got_key == tuple(key or ())
     assert (got_value is None) if value is None else same_json(got_value, value)
     assert encode_payload(got_key, got_value) == payload
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        1e-4,
+        math.nextafter(1e-4, 0.0),
+        math.nextafter(1e-4, 1.0),
+        1e16,
+        math.nextafter(1e16, 0.0),
+        -1e-4,
+        math.nextafter(-1e-4, 0.0),
+        -1e16,
+        math.nextafter(-1e16, 0.0),
+        0.0,
+        -0.0,
+        5e-324,
+        1.7976931348623157e308,
+        0.1 + 0.2,
+    ],
+)
+def test_fast_writer_float_boundaries(number: float) -> None:
+    """The fast writer takes a float only where its repr is already the canonical text."""
+    assert _canonical.dumps([number]) == _canonical.careful_dumps([number])
+    assert "e" not in _canonical.dumps(number)
+
+
+def test_typical_events_take_the_fast_writer() -> None:
+    """A guard on speed: ordinary values must not fall back to the careful writer."""
+    value = {"id": 42, "name": "Zoë", "total": 99.5, "tags": ["a", "b"], "meta": {"é": None}}
+    prepared = _canonical._prepare(value)  # raises _Fallback if it would fall back
+    assert list(prepared) == ["id", "meta", "name", "tags", "total"]
+    assert list(prepared["meta"]) == ["é"]
