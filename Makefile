@@ -23,12 +23,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: help venv lint test test-python
+.PHONY: help venv lint test test-python demo
 
 help:
 	@echo "make test      install the extension, lint, run every test (needs PostgreSQL on 127.0.0.1:5432)"
 	@echo "make install   install the extension files into the server found by pg_config"
 	@echo "make lint      sqlfluff, ruff, mypy --strict"
+	@echo "make demo      set up the virtual environment and run pghub demo (a private PostgreSQL)"
 
 venv: $(VENV)/.installed
 
@@ -40,3 +41,7 @@ lint: $(VENV)/.installed
 
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# pghub's main job end to end, on a private server it starts and removes (pghub[demo], in dev).
+demo: $(VENV)/.installed
+	$(VENV)/bin/pghub demo $(DEMO_ARGS)

@@ -1,0 +1,7 @@
+"""The ``pghub`` command line: listen, notify, install, sql, doctor, demo (see docs/cli.md)."""
+
+from __future__ import annotations
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,183 @@
+"""``pghub notify``: send one event, or a stream of JSON lines of events from stdin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import ConnectFailed, PghubError
+from ..hub import Hub
+from ..wire import channel, encode_payload
+from ._common import CliError, Exit, connect, conninfo_from, say, with_timeout
+
+BATCH = 500  # events queued together (one round trip)
+IN_FLIGHT = 5_000  # events queued but not yet confirmed, at most: stdin is read no faster
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "topic",
+        nargs="?",
+        default="-",
+        metavar="TOPIC",
+        help="the topic; without it (or '-'), events are read from stdin, one JSON object "
+        'a line: {"topic": "orders", "key": [1, 2], "value": {...}}',
+    )
+    parser.add_argument(
+        "--key", default="", metavar="1,2,3", help="the key: integers separated by commas"
+    )
+    parser.add_argument(
+        "--value", metavar="JSON", help="the value, as JSON (default: none, i.e. null)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the server to confirm every event (default 30)",
+    )
+
+
+class _Confirmations:
+    """Counts the hub's confirm(True/False) calls; the sender waits on it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.ok = 0
+        self.failed = 0
+
+    def __call__(self, ok: bool) -> None:
+        with self._changed:
+            if ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+            self._changed.notify_all()
+
+    def wait_until(self, done: int, deadline: float) -> bool:
+        """Wait until ``done`` events are confirmed either way; False at the deadline."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self.ok + self.failed >= done, max(0.0, deadline - time.monotonic())
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    bulk = args.topic == "-"
+    if bulk and (args.key or args.value is not None):
+        raise CliError(
+            "--key and --value go with a TOPIC, not with events read from stdin", Exit.USAGE
+        )
+    single = None if bulk else _single_event(args.topic, args.key, args.value)
+    conninfo = conninfo_from(args.dsn)
+    connect(conninfo, args.connect_timeout).close()  # a clear error now rather than retries
+
+    confirmations = _Confirmations()
+    hub = Hub(
+        with_timeout(conninfo, args.connect_timeout),
+        name="pghub-notify",
+        connect_timeout=args.connect_timeout,
+    )
+    try:
+        hub.start()
+    except ConnectFailed as error:
+        raise CliError(str(error), Exit.UNREACHABLE) from None
+    sent = 0
+    deadline = time.monotonic() + args.timeout
+    bad_line: CliError | None = None  # the events before a bad line are still sent
+    try:
+        if single is not None:
+            hub.notify(*single, confirm=confirmations)
+            sent = 1
+        else:
+            try:
+                for batch in _batches(sys.stdin):
+                    # Bounded memory and send queue: wait for earlier events before queuing more.
+                    confirmations.wait_until(sent + len(batch) - IN_FLIGHT, deadline)
+                    hub.notify_many(batch, confirm=confirmations)
+                    sent += len(batch)
+                    deadline = time.monotonic() + args.timeout
+            except CliError as error:
+                bad_line = error
+        confirmations.wait_until(sent, deadline)
+    finally:
+        hub.stop(wait=True)  # confirms False whatever was not sent
+    code = _report(sent, confirmations, bulk=bulk)
+    if bad_line is not None:
+        raise bad_line
+    return code
+
+
+def _report(sent: int, confirmations: _Confirmations, *, bulk: bool) -> int:
+    failed = sent - confirmations.ok
+    if bulk:
+        say(f"pghub notify: {sent} read, {confirmations.ok} confirmed, {failed} not confirmed")
+    elif failed:
+        say("pghub notify: the event was not confirmed by the server")
+    return Exit.FAILED if failed else Exit.OK
+
+
+def _single_event(topic: str, key_text: str, value_text: str | None) -> tuple[str, Any, Any]:
+    key = _parse_key(key_text)
+    value = None
+    if value_text is not None:
+        try:
+            value = json.loads(value_text)
+        except json.JSONDecodeError as error:
+            raise CliError(f"--value is not JSON: {error}", Exit.USAGE) from None
+    _check(topic, key, value, where="")
+    return topic, key, value
+
+
+def _parse_key(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")] if text.strip() else []
+    try:
+        return [int(part, 10) for part in parts]
+    except ValueError:
+        raise CliError(
+            f"--key {text!r}: a key is integers separated by commas, like 1,2,3", Exit.USAGE
+        ) from None
+
+
+def _check(topic: Any, key: Any, value: Any, *, where: str) -> None:
+    """Raise the CLI's usage error for anything pghub would refuse to send."""
+    try:
+        if not isinstance(topic, str):
+            raise PghubError(f"topic must be a string, not {json.dumps(topic)}")
+        channel(topic)
+        encode_payload(key, value)
+    except PghubError as error:
+        raise CliError(f"{where}{error}", Exit.USAGE) from None
+
+
+def _batches(lines: Iterable[str]) -> Iterable[list[tuple[str, Any, Any]]]:
+    """Events parsed and checked from JSON lines, in batches; a bad line ends it all."""
+    batch: list[tuple[str, Any, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"stdin line {number}: "
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CliError(f"{where}not JSON: {error}", Exit.USAGE) from None
+        if not isinstance(item, dict) or "topic" not in item:
+            raise CliError(f'{where}expected an object like {{"topic": "t", ...}}', Exit.USAGE)
+        unknown = set(item) - {"topic", "key", "value"}
+        if unknown:
+            raise CliError(f"{where}unknown fields {sorted(unknown)}", Exit.USAGE)
+        topic, key, value = item["topic"], item.get("key"), item.get("value")
+        if key is not None and not isinstance(key, list):
+            raise CliError(f"{where}key must be a list of integers or null", Exit.USAGE)
+        _check(topic, key, value, where=where)
+        batch.append((topic, key, value))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
