@@ -124,11 +124,14 @@ def _demo(story: Narrator, conninfo: str, args: argparse.Namespace, *, private: 
     topics = {"orders": f"orders{suffix}", "stock": f"stock{suffix}", "hello": f"hello{suffix}"}
     with connect(conninfo, args.connect_timeout) as admin:
         found_before = installed_version(admin)
-        try:
-            result = install(admin)
-        except (InstallError, psycopg.Error) as error:
-            raise database_error(error, "pghub demo: installing pghub") from None
-        story.say(f"pghub demo: {result.message}")
+        if found_before is None:
+            try:
+                result = install(admin)
+            except (InstallError, psycopg.Error) as error:
+                raise database_error(error, "pghub demo: installing pghub") from None
+            story.say(f"pghub demo: {result.message}")
+        else:  # someone's install: used as it is, neither upgraded nor removed
+            story.say(f"pghub demo: pghub {found_before[1]} is installed here; using it")
         try:
             _create_tables(admin, schema, topics)
             story.say(

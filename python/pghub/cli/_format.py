@@ -33,7 +33,8 @@ def json_line(event: Event) -> str:
 
 def pretty_line(event: Event, *, colour: bool) -> str:
     """``12:00:01.234  orders  [1, 2]  {"op":"ins"}`` for a person."""
-    stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
     key = "[" + ", ".join(str(part) for part in event.key) + "]"
     value = canonical_json(event.value)
     if not colour:

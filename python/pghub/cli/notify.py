@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConnectFailed, PghubError
@@ -44,20 +45,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 class _Confirmations:
-    """Counts the hub's confirm(True/False) calls; the sender waits on it."""
+    """Counts the events the hub confirmed (or failed); the sender waits on it.
+
+    ``notify_many`` confirms once for its whole batch (True when every event committed), so
+    each batch gets a callback of its own that counts the batch's events.
+    """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.ok = 0
         self.failed = 0
 
-    def __call__(self, ok: bool) -> None:
-        with self._changed:
-            if ok:
-                self.ok += 1
-            else:
-                self.failed += 1
-            self._changed.notify_all()
+    def for_events(self, count: int) -> Callable[[bool], None]:
+        def confirm(ok: bool) -> None:
+            with self._changed:
+                if ok:
+                    self.ok += count
+                else:
+                    self.failed += count
+                self._changed.notify_all()
+
+        return confirm
 
     def wait_until(self, done: int, deadline: float) -> bool:
         """Wait until ``done`` events are confirmed either way; False at the deadline."""
@@ -92,14 +100,14 @@ def run(args: argparse.Namespace) -> int:
     bad_line: CliError | None = None  # the events before a bad line are still sent
     try:
         if single is not None:
-            hub.notify(*single, confirm=confirmations)
+            hub.notify(*single, confirm=confirmations.for_events(1))
             sent = 1
         else:
             try:
-                for batch in _batches(sys.stdin):
+                for batch in _batches(sys.stdin.fileno()):
                     # Bounded memory and send queue: wait for earlier events before queuing more.
                     confirmations.wait_until(sent + len(batch) - IN_FLIGHT, deadline)
-                    hub.notify_many(batch, confirm=confirmations)
+                    hub.notify_many(batch, confirm=confirmations.for_events(len(batch)))
                     sent += len(batch)
                     deadline = time.monotonic() + args.timeout
             except CliError as error:
@@ -155,29 +163,56 @@ def _check(topic: Any, key: Any, value: Any, *, where: str) -> None:
         raise CliError(f"{where}{error}", Exit.USAGE) from None
 
 
-def _batches(lines: Iterable[str]) -> Iterable[list[tuple[str, Any, Any]]]:
-    """Events parsed and checked from JSON lines, in batches; a bad line ends it all."""
-    batch: list[tuple[str, Any, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"stdin line {number}: "
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise CliError(f"{where}not JSON: {error}", Exit.USAGE) from None
-        if not isinstance(item, dict) or "topic" not in item:
-            raise CliError(f'{where}expected an object like {{"topic": "t", ...}}', Exit.USAGE)
-        unknown = set(item) - {"topic", "key", "value"}
-        if unknown:
-            raise CliError(f"{where}unknown fields {sorted(unknown)}", Exit.USAGE)
-        topic, key, value = item["topic"], item.get("key"), item.get("value")
-        if key is not None and not isinstance(key, list):
-            raise CliError(f"{where}key must be a list of integers or null", Exit.USAGE)
-        _check(topic, key, value, where=where)
-        batch.append((topic, key, value))
-        if len(batch) >= BATCH:
+def _batches(fd: int) -> Iterator[list[tuple[str, Any, Any]]]:
+    """Events parsed and checked from JSON lines, in batches of what has arrived so far.
+
+    A batch goes out as soon as the input pauses (``os.read`` returns what is there), so a slow
+    producer's events are not held back until the batch fills up. A bad line ends the input:
+    the events before it are yielded, then its error is raised.
+    """
+    number = 0
+    pending = b""
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop() if chunk else b""  # at the end, a last line without newline
+        batch: list[tuple[str, Any, Any]] = []
+        for raw in lines:
+            number += 1
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    batch.append(_parse_line(line, f"stdin line {number}: "))
+            except UnicodeDecodeError:
+                error = CliError(f"stdin line {number}: not UTF-8", Exit.USAGE)
+            except CliError as bad:
+                error = bad
+            else:
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+                continue
+            if batch:
+                yield batch
+            raise error
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+        if not chunk:
+            return
+
+
+def _parse_line(line: str, where: str) -> tuple[str, Any, Any]:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CliError(f"{where}not JSON: {error}", Exit.USAGE) from None
+    if not isinstance(item, dict) or "topic" not in item:
+        raise CliError(f'{where}expected an object like {{"topic": "t", ...}}', Exit.USAGE)
+    unknown = set(item) - {"topic", "key", "value"}
+    if unknown:
+        raise CliError(f"{where}unknown fields {sorted(unknown)}", Exit.USAGE)
+    topic, key, value = item["topic"], item.get("key"), item.get("value")
+    if key is not None and not isinstance(key, list):
+        raise CliError(f"{where}key must be a list of integers or null", Exit.USAGE)
+    _check(topic, key, value, where=where)
+    return topic, key, value
