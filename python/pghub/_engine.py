@@ -164,15 +164,20 @@ class Engine:
         handler(*args)
 
     def notify(self, item: Outgoing) -> None:
+        self.notify_many((item,))
+
+    def notify_many(self, items: tuple[Outgoing, ...] | list[Outgoing]) -> None:
+        """Queue notifies; those of one call arrive in the outbox at once, so that a batch
+        the caller made is not split by the engine taking its first item alone."""
         if self._stop_requested:
             raise HubStopped(f"hub {self.name!r} is stopped")
         outbox = self.outbox
-        if len(outbox) >= self.options.send_queue_size:
+        if len(outbox) + len(items) > self.options.send_queue_size:
             raise SendQueueFull(
                 f"{len(outbox)} notifies wait to be sent (send_queue_size"
                 f"={self.options.send_queue_size}); the server is unreachable or too slow"
             )
-        outbox.append(item)
+        outbox.extend(items)  # one step under the GIL
         if self._done:  # raced with the final sweep: nobody else will send it
             self._fail(self._drain(outbox))
         else:

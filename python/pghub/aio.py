@@ -248,14 +248,13 @@ class AsyncHub(HubBase):
         self, events: Iterable[EventLike], *, confirm: Callable[[bool], Any] | None = None
     ) -> asyncio.Future[bool]:
         """Send a batch together; the future is True once every event is committed."""
-        items = self._outgoing_many(events, None)
-        futures = []
-        for item in items:
-            future = self._future(confirm)
-            futures.append(future)
-            self._engine.notify(item._replace(confirm=future))
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
+        items = [i._replace(confirm=self._future(None)) for i in self._outgoing_many(events, None)]
+        futures: list[asyncio.Future[bool]] = [i.confirm for i in items]
+        self._engine.notify_many(items)
+        done = self._future(confirm)
+        if not futures:
+            done.set_result(True)  # nothing to send, nothing that failed
+            return done
 
         def all_done(_: asyncio.Future[list[bool]]) -> None:
             if not done.done():

@@ -101,8 +101,7 @@ class Hub(HubBase):
         elif confirm is not None:
             whole = _WholeBatch(len(items), confirm)
             items = [item._replace(confirm=whole.one) for item in items]
-        for item in items:
-            self._engine.notify(item)
+        self._engine.notify_many(items)
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
         for item in items:

@@ -1,0 +1,132 @@
+"""The hub's options, connection settings and sending rules, against the real server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hubkit import HubPool, Recorder, wait_until, within
+from psycopg_pool import ConnectionPool
+
+import pghub
+from pghub import Action
+
+
+@pytest.fixture
+def hubs() -> Iterator[HubPool]:
+    pool = HubPool()
+    yield pool
+    pool.stop_all()
+
+
+def test_a_psycopg_pool_gives_its_settings_not_its_connections(dsn: str, hubs: HubPool) -> None:
+    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        hub = hubs.started(pool, name="pooled")  # type: ignore[arg-type]
+        rec = Recorder()
+        hub.consumer(rec, "pooled")
+        rec.wait_advisory(Action.SUBSCRIBE, "pooled")
+        with pool.connection(timeout=5) as conn:  # the pool's only slot is still free
+            conn.execute("SELECT pghub.notify('pooled', ARRAY[1])")
+        assert rec.wait_events(1)[0].key == (1,)
+
+
+def test_the_session_names_itself_and_keeps_the_callers_settings(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn, name="orders_hub")
+    pid = hub.stats().backend_pid
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    assert row == ("pghub:orders_hub",)
+    other = hubs.started(dsn + " application_name=mine")
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+        (other.stats().backend_pid,),
+    ).fetchone()
+    assert row == ("mine",)
+
+
+def test_identical_notifies_from_separate_calls_are_all_delivered(dsn: str, hubs: HubPool) -> None:
+    """PostgreSQL folds identical notifications of one transaction; batching must not."""
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "same")
+    rec.wait_advisory(Action.SUBSCRIBE, "same")
+    for _ in range(200):
+        hub.notify("same", [1], {"x": 1})
+    assert len(rec.wait_events(200)) == 200
+    # ... while one notify_many asks for them to share a transaction, and they fold.
+    hub.notify_many([("same", [2], None)] * 3 + [("same", [3], None)])
+    events = rec.wait_events(202)
+    assert [e.key for e in events[200:]] == [(2,), (3,)]
+
+
+def test_send_queue_full_raises_instead_of_growing_without_bound(hubs: HubPool) -> None:
+    hub = hubs.make(
+        "host=127.0.0.1 port=1 connect_timeout=1", retry_first_connect=True, send_queue_size=3
+    )
+    within(5, hub.start)
+    answers: list[bool] = []
+    for i in range(3):
+        hub.notify("t", [i], confirm=answers.append)
+    with pytest.raises(pghub.SendQueueFull, match="send_queue_size=3"):
+        hub.notify("t", [4])
+    within(10, hub.stop)
+    assert answers == [False, False, False]  # never connected: never sent, and said so
+
+
+def test_a_closed_consumer_refuses_to_subscribe(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    consumer = hub.consumer(rec, "a")
+    consumer.close()
+    rec.wait_final()
+    with pytest.raises(pghub.ConsumerClosed):
+        consumer.subscribe("b")
+    with pytest.raises(pghub.InvalidTopic):  # bad input is still reported as such
+        consumer.subscribe("no-dash")
+
+
+def test_a_consumer_after_stop_gets_stop_at_once_and_start_refuses(dsn: str) -> None:
+    hub = pghub.Hub(dsn)
+    within(10, hub.start)
+    within(10, hub.stop)
+    rec = Recorder()
+    hub.consumer(rec, "late")
+    assert rec.wait_final() == pghub.Advisory(Action.STOP, final=True)
+    with pytest.raises(pghub.HubStopped):
+        hub.start()
+    with pytest.raises(pghub.HubStopped):
+        hub.notify("late")
+
+
+def test_bad_options_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="overflow"):
+        pghub.Hub("", overflow="block")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="liveness_timeout"):
+        pghub.Hub("", liveness_timeout=0)
+    with pytest.raises(ValueError, match="reconnect_max_delay"):
+        pghub.Hub("", reconnect_delay=5, reconnect_max_delay=1)
+    with pytest.raises(TypeError, match="conninfo"):
+        pghub.Hub(42)
+
+
+def test_stop_from_a_confirm_callback_does_not_deadlock(dsn: str) -> None:
+    hub = pghub.Hub(dsn)
+    within(10, hub.start)
+    rec = Recorder()
+    hub.consumer(rec)
+    stopped = threading.Event()
+
+    def confirm(ok: bool) -> None:
+        hub.stop(wait=True)  # on the engine thread: must return, not wait for itself
+        stopped.set()
+
+    hub.notify("t", confirm=confirm)
+    assert stopped.wait(10)
+    rec.wait_final(timeout=10)
+    wait_until(lambda: hub.state == "stopped", what="the hub to stop")
