@@ -417,3 +417,145 @@ def test_a_sleeping_consumer_overflows_alone_and_is_told_how_many_it_lost(
 
 def overflows(rec: Recorder) -> list[Advisory]:
     return [a for a in rec.advisories() if a.action is Action.OVERFLOW]
+
+
+# --- while disconnected ---
+
+
+def refuse_and_kill(proxy: FaultProxy, rec: Recorder) -> None:
+    """Cut the hub off: new connections refused, the live one reset; wait for DISCONNECT."""
+    proxy.refuse()
+    proxy.reset()
+    rec.wait_advisory(Action.DISCONNECT, timeout=5)
+
+
+def test_subscribe_and_new_consumers_while_disconnected(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    hub = hubs.started(proxy.dsn(dsn), **FAST)
+    old = Recorder("old")
+    consumer = hub.consumer(old, "before")
+    old.wait_advisory(Action.SUBSCRIBE, "before")
+    refuse_and_kill(proxy, old)
+    wait_until(lambda: hub.stats().connect_failures >= 1, what="a refused attempt")
+    consumer.subscribe("during")
+    new = Recorder("new")
+    hub.consumer(new, "during")
+    proxy.accept()
+    old.wait_advisory(Action.RECONNECT, timeout=10)
+    old.wait_advisory(Action.SUBSCRIBE, "during")
+    new.wait_advisory(Action.SUBSCRIBE, "during", timeout=10)
+    # Documented: a consumer made while disconnected gets CONNECT, not RECONNECT.
+    assert new.actions() == [Action.CONNECT, Action.SUBSCRIBE], new.describe()
+    assert old.actions() == [
+        Action.CONNECT,
+        Action.SUBSCRIBE,
+        Action.DISCONNECT,
+        Action.RECONNECT,
+        Action.SUBSCRIBE,
+    ], old.describe()
+    send_raw(conn, "during", "e1")
+    send_raw(conn, "before", "e2")
+    assert old.wait_events(2) == [Event("during", (1,), None), Event("before", (2,), None)]
+    assert new.wait_events(1) == [Event("during", (1,), None)]
+
+
+def test_notifies_queued_while_disconnected_go_out_after_reconnect(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    conn.execute("LISTEN queued")
+    hub = hubs.started(proxy.dsn(dsn), **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "queued")
+    rec.wait_advisory(Action.SUBSCRIBE, "queued")
+    refuse_and_kill(proxy, rec)
+    answers: list[bool] = []
+    for i in range(10):
+        hub.notify("queued", [i], confirm=answers.append)
+    assert answers == []  # waiting for a session, not failed
+    proxy.accept()
+    wait_until(lambda: len(answers) == 10, timeout=10, what="10 answers")
+    assert answers == [True] * 10
+    got = list(conn.notifies(timeout=5, stop_after=10))
+    assert [n.payload for n in got] == [f"e{i}" for i in range(10)]
+
+
+def test_stop_while_the_server_is_unreachable_answers_every_notify_false(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+    hub = pghub.Hub(proxy.dsn(dsn), retry_first_connect=True, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "nowhere")
+    within(2, hub.start)
+    answers: list[bool] = []
+    for i in range(10):
+        hub.notify("nowhere", [i], confirm=answers.append)
+    within(5, hub.stop)
+    assert answers == [False] * 10
+    rec.assert_final_last(Action.STOP)
+    assert rec.actions() == [Action.STOP]
+    assert hub.stats().notify_failures == 10
+
+
+def test_send_queue_is_bounded_while_disconnected(dsn: str, proxy: FaultProxy) -> None:
+    proxy.refuse()
+    hub = pghub.Hub(proxy.dsn(dsn), retry_first_connect=True, send_queue_size=5, **FAST)
+    within(2, hub.start)
+    try:
+        for i in range(5):
+            hub.notify("full", [i])
+        with pytest.raises(pghub.SendQueueFull):
+            hub.notify("full", [5])
+    finally:
+        within(5, hub.stop)
+
+
+def test_a_quiet_healthy_session_is_not_replaced(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    # liveness_timeout=1: probes every half second of silence, and they are answered.
+    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=1, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "quiet")
+    rec.wait_advisory(Action.SUBSCRIBE, "quiet")
+    time.sleep(3.5)  # the point of the test: a stretch of silence with nothing wrong
+    assert rec.actions() == [Action.CONNECT, Action.SUBSCRIBE]
+    stats = hub.stats()
+    assert (stats.connects, stats.disconnects) == (1, 0)
+    assert proxy.accepted == 1
+    assert_flows(hub, rec, conn, "quiet")
+
+
+def test_confirmed_notifies_were_delivered_despite_resets(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    # confirm(True) means committed: every such event reaches a listener on a direct session,
+    # however often the hub's own link is reset. Every notify is answered exactly once.
+    conn.execute("LISTEN survive")
+    hub = hubs.started(proxy.dsn(dsn), **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "survive")
+    rec.wait_advisory(Action.SUBSCRIBE, "survive")
+    answers: dict[int, list[bool]] = {i: [] for i in range(600)}
+
+    def confirm(i: int) -> Any:
+        return lambda ok: answers[i].append(ok)
+
+    for i in range(600):
+        hub.notify("survive", [i], confirm=confirm(i))
+        if i % 150 == 75:
+            proxy.reset()
+    wait_until(
+        lambda: all(answers[i] for i in answers), timeout=20, what="an answer for every notify"
+    )
+    assert all(len(a) == 1 for a in answers.values())
+    confirmed = {i for i, a in answers.items() if a == [True]}
+    assert len(confirmed) > 300  # most got through between resets
+    received: list[int] = []
+    for n in conn.notifies(timeout=3):
+        received.append(int(n.payload[1:]))
+    assert confirmed <= set(received), sorted(confirmed - set(received))[:10]
+    assert len(received) == len(set(received)), "an event was committed twice"
+    assert received == sorted(received)  # the hub sends in order, retries included
+    assert rec.count(Action.DISCONNECT) >= 1
