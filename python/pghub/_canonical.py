@@ -51,7 +51,7 @@ def _make_c_encode() -> Callable[[Any], str]:
 _c_encode = _make_c_encode()
 
 # What jsonb cannot hold: U+0000 and lone surrogates (a paired one cannot exist in a str).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class _Fallback(Exception):
@@ -205,7 +205,7 @@ def _write(value: Any, out: list[str], path: list[str | int], default: Default |
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        bad = _UNSTORABLE.search(value)
+        bad = UNSTORABLE.search(value)
         if bad is not None:
             what = (
                 "U+0000" if bad.group() == "\x00" else f"a lone surrogate U+{ord(bad.group()):04X}"
@@ -248,7 +248,7 @@ def _write_object(
     for key in obj:
         if not isinstance(key, str):
             raise _fail(path, f"object key {key!r} is a {type(key).__name__}, not a str")
-        bad = _UNSTORABLE.search(key)
+        bad = UNSTORABLE.search(key)
         if bad is not None:
             raise _fail(path, f"object key {json.dumps(key)} holds U+{ord(bad.group()):04X}")
     out.append("{")

@@ -255,7 +255,7 @@ def _json_error(offset: int, problem: str) -> InvalidPayload:
 def _unstorable(value: Any) -> str | None:
     """Describe a string jsonb cannot hold (U+0000, a lone surrogate), or None."""
     if isinstance(value, str):
-        bad = _canonical._UNSTORABLE.search(value)
+        bad = _canonical.UNSTORABLE.search(value)
         if bad is None:
             return None
         if bad.group() == "\x00":
@@ -297,10 +297,12 @@ def _key_list_error(payload: str) -> InvalidPayload:
         else:
             while index < end and payload[index] in _DIGITS:
                 index += 1
-        element = int(payload[start:index])
-        if not INT64_MIN <= element <= INT64_MAX:
+        digits = payload[start:index]
+        # More than 19 digits is out of range anyway (and int() refuses past 4300 digits).
+        if len(digits.lstrip("-")) > 19 or not INT64_MIN <= int(digits) <= INT64_MAX:
+            shown = digits if len(digits) <= 40 else f"{digits[:20]}...({len(digits)} characters)"
             return InvalidPayload(
-                f"key element {element} at byte {start} is outside the signed 64-bit range",
+                f"key element {shown} at byte {start} is outside the signed 64-bit range",
                 offset=start,
             )
         if index < end and payload[index] == ",":

@@ -347,3 +347,11 @@ def test_typical_events_take_the_fast_writer() -> None:
     prepared = _canonical._prepare(value)  # raises _Fallback if it would fall back
     assert list(prepared) == ["id", "meta", "name", "tags", "total"]
     assert list(prepared["meta"]) == ["é"]
+
+
+@pytest.mark.parametrize("digits", [20, 5000])
+def test_overlong_key_elements_are_refused_at_their_start(digits: int) -> None:
+    payload = "e1,-" + "9" * digits + ":1"
+    with pytest.raises(InvalidPayload, match="outside the signed 64-bit range") as caught:
+        decode_payload(payload)
+    assert caught.value.offset == 3
