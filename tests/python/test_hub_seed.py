@@ -741,3 +741,157 @@ def test_process_wide_stats_count_hubs_and_totals(dsn: str) -> None:
     # A stopped hub's figures stay in the process totals.
     assert after.totals["notifies"] == before.totals["notifies"] + 3
     assert after.totals["connects"] == before.totals["connects"] + 1
+
+
+# --- documented details (docs/hub.md) ---
+
+
+def test_one_consumer_cannot_change_what_another_receives(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+
+    def vandal(event: Event) -> None:
+        if event.topic is not None:
+            event.value["list"].append("vandalised")
+            event.value["new"] = True
+
+    first = Recorder("vandal", then=vandal)
+    second = Recorder("reader")
+    hub.consumer(first, "shared")
+    hub.consumer(second, "shared")
+    subscribed(first, "shared")
+    subscribed(second, "shared")
+    send_raw(conn, "shared", 'e1:{"list":[1]}')
+    first.wait_events(1)
+    assert second.wait_events(1) == [Event("shared", (1,), {"list": [1]})]
+
+
+def test_stop_delivers_queued_events_before_stop(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    release = threading.Event()
+
+    def slow(event: Event) -> None:
+        if event.topic is not None and event.key == (0,):
+            release.wait(10)
+
+    rec = Recorder("slow", then=slow)
+    hub.consumer(rec, "queued")
+    subscribed(rec, "queued")
+    conn.execute("SELECT pg_notify('queued', 'e' || i) FROM generate_series(0, 99) AS i")
+    rec.wait_events(1)  # and now it is stuck in its callback, 99 events queued behind it
+    wait_until(lambda: hub.stats().events_received == 100, what="all 100 received")
+    stopper = threading.Thread(target=hub.stop)
+    stopper.start()
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert [e.key[0] for e in rec.events()] == list(range(100))
+    rec.assert_final_last(Action.STOP)
+
+
+def test_identical_notifies_are_all_delivered(dsn: str, hubs: HubPool) -> None:
+    # Separate notify calls are never folded, even when the hub batches them.
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "same")
+    subscribed(rec, "same")
+    for _ in range(200):
+        hub.notify("same", [1], {"same": True})
+    assert len(rec.wait_events(200, timeout=10)) == 200
+    hub.notify("same", [2])  # a sentinel: a duplicate would have arrived before it
+    assert rec.wait_events(201)[-1] == Event("same", (2,), None)
+    assert len(rec.events()) == 201
+
+
+def test_notify_from_many_threads_keeps_each_threads_order(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "threads")
+    subscribed(rec, "threads")
+    barrier = threading.Barrier(8)
+
+    def send(thread: int) -> None:
+        barrier.wait(5)
+        for i in range(200):
+            hub.notify("threads", [thread, i])
+
+    senders = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    events = rec.wait_events(1600, timeout=20)
+    for thread in range(8):
+        assert [e.key[1] for e in events if e.key[0] == thread] == list(range(200))
+
+
+def test_each_consumer_runs_in_a_thread_of_its_own(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    recorders = [Recorder(f"c{i}") for i in range(3)]
+    for rec in recorders:
+        hub.consumer(rec, "threads")
+        subscribed(rec, "threads")
+    for i in range(20):
+        send_raw(conn, "threads", f"e{i}")
+    for rec in recorders:
+        rec.wait_events(20)
+    assert [len(rec.threads) for rec in recorders] == [1, 1, 1]
+    idents = {next(iter(rec.threads)) for rec in recorders}
+    assert len(idents) == 3
+    assert threading.get_ident() not in idents
+
+
+def test_a_pool_is_accepted_and_its_slots_are_not_used(dsn: str) -> None:
+    pool_module = pytest.importorskip("psycopg_pool")
+    pool = pool_module.ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    try:
+        rec = Recorder()
+        with pghub.Hub(pool) as hub:
+            hub.consumer(rec, "pooled")
+            subscribed(rec, "pooled")
+            hub.notify("pooled", [1])
+            assert rec.wait_events(1) == [Event("pooled", (1,), None)]
+            # The hub has a session of its own: the pool's one slot is still free.
+            with pool.connection(timeout=2) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+        rec.assert_final_last(Action.STOP)
+    finally:
+        pool.close()
+
+
+def test_a_given_logger_receives_callback_errors(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("pghub_test.custom")
+    caplog.set_level(logging.ERROR, logger="pghub_test.custom")
+
+    def explode(event: Event) -> None:
+        if event.topic is not None:
+            raise ValueError("custom boom")
+
+    with pghub.Hub(dsn, logger=logger) as hub:
+        rec = Recorder(then=explode)
+        hub.consumer(rec, "custom")
+        subscribed(rec, "custom")
+        send_raw(conn, "custom", "e1")
+        rec.wait_events(1)
+        wait_until(
+            lambda: any(r.name == "pghub_test.custom" and r.exc_info for r in caplog.records),
+            what="the traceback on the given logger",
+        )
+
+
+def test_the_session_is_named_after_the_hub(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn, name="orders_hub")
+    pid = hub.stats().backend_pid
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    assert row == ("pghub:orders_hub",)
