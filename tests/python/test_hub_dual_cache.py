@@ -159,7 +159,7 @@ class ReloadCache(Cache):
         assert value["arity"] == 1
         ids = list(event.key)
         assert len(ids) == value["count"]
-        found = dict(
+        found: dict[int, Row] = dict(
             self.reader.execute(
                 "SELECT id, to_jsonb(i) FROM items AS i WHERE id = ANY(%s)", (ids,)
             ).fetchall()

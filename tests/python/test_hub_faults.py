@@ -23,7 +23,7 @@ import pghub
 from pghub import Action, Advisory, Event
 
 HUB_APP = "pghub_fault_hub"  # application_name of the hub's session, to find it on the server
-FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.5}
+FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.5}
 
 
 @pytest.fixture
