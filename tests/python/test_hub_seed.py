@@ -895,3 +895,91 @@ def test_the_session_is_named_after_the_hub(
         "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
     ).fetchone()
     assert row == ("pghub:orders_hub",)
+
+
+def test_unsubscribe_and_resubscribe_under_a_stream_of_events(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    consumer = hub.consumer(rec, "flip", "steady")
+    subscribed(rec, "flip", "steady")
+    stop_sending = threading.Event()
+
+    def send() -> None:
+        with psycopg.connect(dsn, autocommit=True) as sender:
+            i = 0
+            while not stop_sending.is_set():
+                send_raw(sender, "flip", f"e{i}")
+                i += 1
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        for round_ in range(1, 6):
+            consumer.unsubscribe("flip")
+            rec.wait_advisory(Action.UNSUBSCRIBE, "flip", count=round_)
+            consumer.subscribe("flip")
+            rec.wait_advisory(Action.SUBSCRIBE, "flip", count=round_ + 1)
+            seen = len(rec.events())
+            rec.wait_events(seen + 1)  # events flow again after each SUBSCRIBE
+        # Quick flips: unsubscribe and subscribe again without waiting in between.
+        consumer.unsubscribe("flip")
+        consumer.subscribe("flip")
+        rec.wait_advisory(Action.SUBSCRIBE, "flip", count=7)
+        seen = len(rec.events())
+        rec.wait_events(seen + 1)
+    finally:
+        stop_sending.set()
+        sender.join(5)
+    # Between an UNSUBSCRIBE and the next SUBSCRIBE, no event of the topic.
+    listening = True
+    for event in rec.all():
+        advisory = event.advisory
+        if advisory is not None and advisory.topic == "flip":
+            listening = advisory.action is Action.SUBSCRIBE
+        elif event.topic == "flip":
+            assert listening, f"an event of flip while unsubscribed: {rec.describe()}"
+    # The events of flip arrive in order, whatever was missed in the gaps.
+    keys = [e.key[0] for e in rec.events() if e.topic == "flip"]
+    assert keys == sorted(keys)
+    assert consumer.topics == frozenset({"flip", "steady"})
+
+
+def test_close_discards_queued_events_and_close_is_last(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    release = threading.Event()
+
+    def stuck(event: Event) -> None:
+        if event.topic is not None and event.key == (0,):
+            release.wait(10)
+
+    rec = Recorder("stuck", then=stuck)
+    consumer = hub.consumer(rec, "discard")
+    subscribed(rec, "discard")
+    conn.execute("SELECT pg_notify('discard', 'e' || i) FROM generate_series(0, 49) AS i")
+    rec.wait_events(1)
+    wait_until(lambda: hub.stats().events_received == 50, what="all 50 received")
+    consumer.close()
+    with pytest.raises(pghub.ConsumerClosed):
+        consumer.subscribe("more")
+    release.set()
+    rec.wait_final()
+    rec.assert_final_last(Action.CLOSE)
+    # close() came while the callback held event 0: the 49 behind it were still queued, so
+    # none of them is delivered (docs/hub.md: "events still queued are discarded").
+    assert [e.key[0] for e in rec.events()] == [0], rec.describe()
+
+
+def test_the_same_topic_twice_in_one_call_is_one_subscription(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    consumer = hub.consumer(rec)
+    consumer.subscribe("dup", "DUP", "Dup")
+    subscribed(rec, "dup")
+    consumer.subscribe("sentinel")
+    subscribed(rec, "sentinel")
+    assert rec.count(Action.SUBSCRIBE, "dup") == 1
+    assert consumer.topics == frozenset({"dup", "sentinel"})
+    hub.notify("dup", [1])
+    assert rec.wait_events(1) == [Event("dup", (1,), None)]
