@@ -333,3 +333,92 @@ def test_a_sync_hub_and_an_async_hub_talk(dsn: str) -> None:
         ]
     finally:
         within(10, sync_hub.stop)
+
+
+def test_stop_and_close_from_inside_async_callbacks(dsn: str) -> None:
+    async def main() -> tuple[AsyncRecorder, AsyncRecorder]:
+        hub = pghub.AsyncHub(dsn)
+        await bounded(hub.start(), 10)
+        stopped = asyncio.Event()
+        other = AsyncRecorder("other")
+        other_consumer = hub.consumer(other, "inside")
+
+        async def act(event: Event) -> None:
+            if event.topic == "inside" and event.key == (1,):
+                other_consumer.close()
+                await hub.stop()  # from its own callback: must not wait for itself
+                stopped.set()
+
+        actor = AsyncRecorder("actor", then=act)
+        hub.consumer(actor, "inside")
+        await actor.wait_advisory(Action.SUBSCRIBE, "inside")
+        await other.wait_advisory(Action.SUBSCRIBE, "inside")
+        hub.notify("inside", [1])
+        await bounded(stopped.wait(), 10)
+        await actor.wait_final()
+        await other.wait_final()
+        return actor, other
+
+    actor, other = run(main())
+    actor.assert_final_last(Action.STOP)
+    other.assert_final_last(Action.CLOSE)
+
+
+def test_subscription_with_advisories_and_its_exit_closes_it(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    async def main() -> None:
+        async with pghub.AsyncHub(dsn) as hub:
+            assert hub.stats().consumers == 0
+            async with hub.subscription("adv", advisories=True) as sub:
+                assert hub.stats().consumers == 1
+                send_raw(conn, "adv", "e1")
+                got: list[Event] = []
+                async for event in sub:
+                    got.append(event)
+                    if event.topic is not None:
+                        break
+            # Entering waited for the LISTEN; CONNECT and SUBSCRIBE came through, then e1.
+            assert [e.advisory.action if e.advisory else e.key for e in got] == [
+                Action.CONNECT,
+                Action.SUBSCRIBE,
+                (1,),
+            ]
+            for _ in range(100):
+                if hub.stats().consumers == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert hub.stats().consumers == 0
+
+    run(main())
+
+
+def test_a_sleeping_async_consumer_overflows_alone(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    async def main() -> None:
+        wake = asyncio.Event()
+
+        async def sleep_on_first(event: Event) -> None:
+            if event.topic is not None and event.key == (0,):
+                await asyncio.wait_for(wake.wait(), 30)
+
+        sleeper = AsyncRecorder("sleeper", then=sleep_on_first)
+        fast = AsyncRecorder("fast")
+        async with pghub.AsyncHub(dsn) as hub:
+            hub.consumer(sleeper, "flood", queue_size=10)
+            hub.consumer(fast, "flood")
+            await sleeper.wait_advisory(Action.SUBSCRIBE, "flood")
+            await fast.wait_advisory(Action.SUBSCRIBE, "flood")
+            send_raw(conn, "flood", "e0")
+            await sleeper.wait_events(1)
+            conn.execute("SELECT pg_notify('flood', 'e' || i) FROM generate_series(1, 2000) AS i")
+            got = await fast.wait_events(2001, timeout=20)
+            assert [e.key[0] for e in got] == list(range(2001))
+            wake.set()
+            await sleeper.wait_advisory(Action.OVERFLOW)
+            await sleeper.wait_events(11)
+            lost = [a.lost for a in sleeper.advisories() if a.action is Action.OVERFLOW]
+            assert lost == [1990]
+            assert [e.key[0] for e in sleeper.events()] == [0, *range(1991, 2001)]
+            assert hub.stats().overflow_drops == 1990
+
+    run(main(), timeout=60)
