@@ -409,14 +409,21 @@ DECLARE
     value jsonb;
     data_text text;
     bound integer;
+    seq bigint;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_NARGS < 1 THEN
         RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as first argument'
             USING ERRCODE = '39P01';
     END IF;
+    -- The event's number in its transaction ("seq"): no two events of a transaction are then
+    -- identical, which PostgreSQL would deliver once (a row updated 1, 2, 1 must end at 1).
+    -- A transaction-local setting: it starts again with each transaction.
+    seq := pg_catalog.set_config('pghub.seq', (coalesce(nullif(
+        pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint + 1)::text, true)::bigint;
     IF TG_LEVEL = 'STATEMENT' THEN
         IF TG_OP = 'TRUNCATE' THEN
-            PERFORM pghub.notify(topic, NULL, jsonb_build_object('op', 'tru', 'table', tbl));
+            PERFORM pghub.notify(topic, NULL,
+                jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq));
             RETURN NULL;
         END IF;
         RAISE EXCEPTION 'pghub.row_trigger runs FOR EACH ROW (or AFTER TRUNCATE), %',
@@ -454,7 +461,7 @@ BEGIN
         old_key := old_key || (old_row ->> col)::bigint;
     END LOOP;
 
-    value := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table', tbl);
+    value := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table', tbl, 'seq', seq);
     IF TG_OP = 'DELETE' THEN
         event_key := old_key;
         data := old_row;
@@ -517,14 +524,18 @@ DECLARE
     chunk_total bigint;
     chunk_part bigint;
     chunk_parts bigint;
+    seq bigint := coalesce(nullif(pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_NARGS < 1 THEN
         RAISE EXCEPTION 'pghub.statement_trigger must run AFTER ... FOR EACH STATEMENT, '
             'with the topic as first argument'
             USING ERRCODE = '39P01';
     END IF;
+    -- "seq" numbers the events of a transaction, as in pghub.row_trigger.
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pghub.notify(topic, NULL, jsonb_build_object('op', 'tru', 'table', tbl));
+        PERFORM pg_catalog.set_config('pghub.seq', (seq + 1)::text, true);
+        PERFORM pghub.notify(topic, NULL,
+            jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq + 1));
         RETURN NULL;
     END IF;
     key_cols := pghub.key_columns(TG_RELID, TG_ARGV[1:TG_NARGS - 1]);
@@ -557,16 +568,16 @@ BEGIN
 
     -- One pass: a running sum of each key's text width (digits plus its commas) cuts the sorted
     -- keys into chunks. The budget is what 7999 bytes leave after the header, whose numbers are
-    -- sized as the total (none is larger), less one widest key (21 bytes a column) so that a key
-    -- that straddles a boundary still fits in its chunk.
+    -- sized as the total (none is larger; seq as the last one this statement can take), less one
+    -- widest key (21 bytes a column) so that a key that straddles a boundary still fits.
     FOR chunk_key, chunk_count, chunk_total, chunk_part, chunk_parts IN EXECUTE format(
         $q$
         WITH keys AS MATERIALIZED (%1$s),
         budget AS MATERIALIZED (
             SELECT n.total,
                    8000 - %2$s * 21 - octet_length(pghub.encode(NULL, $1 || jsonb_build_object(
-                       'count', n.total, 'total', n.total, 'part', n.total, 'parts', n.total)))
-                       AS bytes
+                       'count', n.total, 'total', n.total, 'part', n.total, 'parts', n.total,
+                       'seq', $2 + n.total))) AS bytes
             FROM (SELECT count(*) AS total FROM keys) AS n
         ),
         ends AS (
@@ -592,10 +603,12 @@ BEGIN
         (SELECT string_agg(format('octet_length(k%s::text)', n), ' + ')
          FROM generate_series(1, arity) AS n),
         (SELECT string_agg(format('k%s', n), ', ') FROM generate_series(1, arity) AS n)
-    ) USING header
+    ) USING header, seq
     LOOP
+        PERFORM pg_catalog.set_config('pghub.seq', (seq + chunk_part)::text, true);
         PERFORM pghub.notify(topic, chunk_key, header || jsonb_build_object(
-            'count', chunk_count, 'total', chunk_total, 'part', chunk_part, 'parts', chunk_parts));
+            'count', chunk_count, 'total', chunk_total, 'part', chunk_part, 'parts', chunk_parts,
+            'seq', seq + chunk_part));
     END LOOP;
     RETURN NULL;
 END;

@@ -78,7 +78,7 @@ def listen(dsn: str) -> Iterator[Any]:
 
 
 def statement_keys(
-    events: list[Received], op: str, table: str, arity: int
+    events: list[Received], op: str, table: str, arity: int, first_seq: int = 1
 ) -> list[tuple[int, ...]]:
     """The keys of one statement's events, after checking their values say what they carry."""
     assert events, "no event for a statement that touched rows"
@@ -94,6 +94,7 @@ def statement_keys(
             "total": total,
             "part": number,
             "parts": parts,
+            "seq": first_seq + number - 1,  # numbered within the transaction
         }
         assert len(event.key) == arity * event.value["count"]
         keys.extend(tuple(event.key[i : i + arity]) for i in range(0, len(event.key), arity))
@@ -105,6 +106,8 @@ def statement_keys(
 def row_events(events: list[Received], op: str, table: str) -> dict[tuple[int, ...], Any]:
     """One event per row: the value of each, by key, after checking no key came twice."""
     assert all(event.value["op"] == op and event.value["table"] == table for event in events)
+    # The statement is its transaction's only one: its events are numbered 1, 2, ...
+    assert [event.value["seq"] for event in events] == list(range(1, len(events) + 1))
     by_key = {event.key: event.value for event in events}
     assert len(by_key) == len(events), "a row published twice"
     return by_key
@@ -253,6 +256,7 @@ def test_row_data_is_sent_when_asked_and_left_out_when_too_large(
             {
                 "op": "ins",
                 "table": "public.docs",
+                "seq": 1,
                 "data": {"id": 1, "body": "short $ text", "tags": {"a": None, "b": [1, 2.50]}},
             },
         ),
@@ -261,6 +265,7 @@ def test_row_data_is_sent_when_asked_and_left_out_when_too_large(
             {
                 "op": "upd",
                 "table": "public.docs",
+                "seq": 1,
                 "old_key": [1],
                 "data": {"id": 2, "body": "moved", "tags": {"a": None, "b": [1, 2.50]}},
             },
@@ -270,6 +275,7 @@ def test_row_data_is_sent_when_asked_and_left_out_when_too_large(
             {
                 "op": "del",
                 "table": "public.docs",
+                "seq": 1,
                 "data": {"id": 2, "body": "moved", "tags": {"a": None, "b": [1, 2.50]}},
             },
         ),
@@ -278,7 +284,8 @@ def test_row_data_is_sent_when_asked_and_left_out_when_too_large(
     # A body that makes the payload exactly 7999 bytes goes with its data; one byte more
     # does not. '$' is written as six bytes, so the boundary is found with the real encoder.
     def payload_size(body: str) -> int:
-        value = {"op": "ins", "table": "public.docs", "data": {"id": 3, "body": body, "tags": None}}
+        data = {"id": 3, "body": body, "tags": None}
+        value = {"op": "ins", "table": "public.docs", "seq": 1, "data": data}
         return len(encode_payload((3,), value).encode())
 
     dollars = "$" * 1000
@@ -292,8 +299,9 @@ def test_row_data_is_sent_when_asked_and_left_out_when_too_large(
     assert [event.key for event in events] == [(3,), (3,), (4,)]
     assert len(events[0].payload.encode()) == LIMIT
     assert events[0].value["data"]["body"] == fits
-    assert events[1].value == {"op": "upd", "table": "public.docs", "data_omitted": True}
-    assert events[2].value == {"op": "ins", "table": "public.docs", "data_omitted": True}
+    omitted = {"table": "public.docs", "seq": 1, "data_omitted": True}
+    assert events[1].value == {"op": "upd", **omitted}
+    assert events[2].value == {"op": "ins", **omitted}
     row = conn.execute("SELECT length(body) FROM docs WHERE id = 4").fetchone()
     assert row == (100000,), "the write of a large row commits"
 
@@ -310,7 +318,7 @@ def test_truncate_is_published_without_keys(
     conn.execute("TRUNCATE items")
     events = listener.collect(conn)
     assert [(event.key, event.value) for event in events] == [
-        ((), {"op": "tru", "table": "public.items"})
+        ((), {"op": "tru", "table": "public.items", "seq": 1})
     ]
 
 
@@ -330,8 +338,8 @@ def test_partitioned_table(conn: psycopg.Connection[Any], listen: Any) -> None:
     conn.execute("UPDATE parts SET id = 150 WHERE id = 95")
     events = listener.collect(conn)
     assert [(event.key, event.value) for event in events] == [
-        ((95,), {"op": "del", "table": "public.parts_low"}),
-        ((150,), {"op": "ins", "table": "public.parts_high"}),
+        ((95,), {"op": "del", "table": "public.parts_low", "seq": 1}),
+        ((150,), {"op": "ins", "table": "public.parts_high", "seq": 2}),
     ]
 
 
@@ -401,12 +409,14 @@ def test_triggers_written_by_hand(conn: psycopg.Connection[Any], listen: Any) ->
     conn.execute("UPDATE t SET id = 2")
     conn.execute("DELETE FROM t")
     assert [(event.key, event.value) for event in by_row.collect(conn)] == [
-        ((7,), {"op": "ins", "table": "public.t", "data": {"k": 7, "id": 1, "v": "a"}}),
-        ((7,), {"op": "upd", "table": "public.t", "data": {"k": 7, "id": 2, "v": "a"}}),
-        ((2,), {"op": "del", "table": "public.t"}),  # trigger d: primary key, no data
-        ((7,), {"op": "del", "table": "public.t", "data": {"k": 7, "id": 2, "v": "a"}}),
+        ((7,), {"op": "ins", "table": "public.t", "seq": 1, "data": {"k": 7, "id": 1, "v": "a"}}),
+        # the UPDATE's statement trigger s comes after the row triggers: seq 2 is its
+        ((7,), {"op": "upd", "table": "public.t", "seq": 1, "data": {"k": 7, "id": 2, "v": "a"}}),
+        ((2,), {"op": "del", "table": "public.t", "seq": 1}),  # trigger d: primary key, no data
+        ((7,), {"op": "del", "table": "public.t", "seq": 2, "data": {"k": 7, "id": 2, "v": "a"}}),
     ]
-    assert statement_keys(by_statement.collect(conn), "upd", "public.t", 1) == [(1,), (2,)]
+    upd = statement_keys(by_statement.collect(conn), "upd", "public.t", 1, first_seq=2)
+    assert upd == [(1,), (2,)]
 
 
 PUBLISH_ERRORS = [
@@ -593,3 +603,34 @@ def test_a_plain_role_publishes_its_table_and_another_writes(
     assert conn.execute("SELECT pghub.unpublish_table('notes')").fetchone() == (
         4 if level == "statement" else 2,
     )
+
+
+@pytest.mark.parametrize("level", ["statement", "row"])
+def test_no_event_of_a_transaction_is_folded_into_an_earlier_one(
+    conn: psycopg.Connection[Any], listen: Any, level: str
+) -> None:
+    # PostgreSQL delivers identical notifications of one transaction once. A row updated
+    # 1 -> 2 -> 1 must still end at 1 for a consumer of row data: "seq" keeps events apart.
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+    conn.execute("INSERT INTO items VALUES (1, 1)")
+    publish(conn, "items", level=level, with_data=level == "row")
+    listener = listen("items")
+    with conn.transaction():
+        for n in (2, 1, 2, 1):
+            conn.execute("UPDATE items SET n = %s WHERE id = 1", [n])
+        conn.execute("TRUNCATE items")
+        conn.execute("TRUNCATE items")
+    events = listener.collect(conn)
+    assert [(event.value["op"], event.value["seq"]) for event in events] == [
+        ("upd", 1),
+        ("upd", 2),
+        ("upd", 3),
+        ("upd", 4),
+        ("tru", 5),
+        ("tru", 6),
+    ]
+    if level == "row":
+        assert [event.value["data"]["n"] for event in events[:4]] == [2, 1, 2, 1]
+    # A new transaction numbers from 1 again.
+    conn.execute("INSERT INTO items VALUES (5, 5)")
+    assert [event.value["seq"] for event in listener.collect(conn)] == [1]
