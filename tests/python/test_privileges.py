@@ -190,8 +190,8 @@ def exercise_everything(dsn: str, role: str, schema: str) -> None:
         conn.execute(insert)
         events = [decoded(conn, p) for _, p in receive(listener, 2)]
         assert events == [
-            ([1], {"op": "ins", "table": table}),
-            ([2], {"op": "ins", "table": table}),
+            ([1], {"op": "ins", "table": table, "seq": 1}),
+            ([2], {"op": "ins", "table": table, "seq": 2}),
         ]
 
         assert conn.execute("SELECT pghub.publish_table(%s)", [table]).fetchone() == ("t",)
