@@ -32,12 +32,16 @@ COMMENT ON FUNCTION pghub.version() IS
 
 CREATE OR REPLACE FUNCTION pghub._topic_fault(topic text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 DECLARE
     shown text := left(topic, 100) || CASE WHEN length(topic) > 100 THEN '...' ELSE '' END;
     bad text := substring(topic FROM '[^A-Za-z0-9_]');
 BEGIN
+    IF topic IS NULL THEN
+        RAISE EXCEPTION 'invalid topic: NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF topic = '' THEN
         RAISE EXCEPTION 'invalid topic "": a topic cannot be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -55,16 +59,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                 HINT = 'A topic is 1 to 63 characters, each in [A-Za-z0-9_].';
     END IF;
-    RETURN lower(topic COLLATE "C");  -- not reached: pghub.channel calls this for bad topics
+    RETURN lower(topic COLLATE "C");  -- not reached: called for bad topics only
 END
 $$;
 
 COMMENT ON FUNCTION pghub._topic_fault(text) IS
-'Internal to pghub.channel: raises 22023 naming the topic and its fault (empty, bad '
-'character and its 1-based position, too long and its length).';
+'Internal to pghub.channel and pghub.notify: raises 22023 naming the topic and its fault '
+'(NULL, empty, bad character and its 1-based position, too long and its length).';
 
--- LANGUAGE sql and not STRICT (a STRICT function with a CASE body is not inlined): a NULL
--- topic still gives NULL, through the STRICT pghub._topic_fault.
+-- LANGUAGE sql and not STRICT, so that the planner inlines it into the calling query (it
+-- does not inline a STRICT function whose body is a CASE). A NULL topic gives NULL.
 CREATE OR REPLACE FUNCTION pghub.channel(topic text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -73,6 +77,7 @@ SELECT CASE
     WHEN length(topic) BETWEEN 1 AND 63 AND topic !~ '[^A-Za-z0-9_]'
         -- The C collation folds ASCII A-Z only, whatever the database's locale (Turkish I).
         THEN lower(topic COLLATE "C")
+    WHEN topic IS NULL THEN NULL
     ELSE pghub._topic_fault(topic)
 END
 $$;
@@ -262,20 +267,20 @@ COMMENT ON FUNCTION pghub.decode(text) IS
 'when there is none or it is JSON null). Strict: a payload no encoder could write raises '
 '22P02 with the byte offset where it goes wrong.';
 
+-- LANGUAGE sql: inlined into the calling query or PL/pgSQL expression (a trigger's PERFORM),
+-- which saves a function call a row. The arguments of pg_notify are computed, left to right,
+-- before it queues anything: the topic is checked first, then the key, the value and the size
+-- (by encode). coalesce reaches pghub._topic_fault only for a NULL topic.
 CREATE OR REPLACE FUNCTION pghub.notify(
     topic text, key bigint[] DEFAULT NULL, value jsonb DEFAULT NULL
 )
 RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
 AS $$
-BEGIN
-    IF topic IS NULL THEN
-        RAISE EXCEPTION 'invalid topic: NULL'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- channel() and encode() raise before anything is queued; encode() checks the size.
-    PERFORM pg_notify(pghub.channel(topic), pghub.encode(key, value));
-END
+SELECT pg_notify(
+    coalesce(pghub.channel(topic), pghub._topic_fault(topic)),
+    pghub.encode(key, value)
+)
 $$;
 
 COMMENT ON FUNCTION pghub.notify(text, bigint[], jsonb) IS

@@ -74,7 +74,10 @@ SELECT is(
 SELECT function_lang_is(
     'pghub', 'channel', ARRAY['text'], 'sql', 'channel is LANGUAGE sql (inlined by the planner)'
 );
-SELECT is_strict('pghub', '_topic_fault', ARRAY['text'], '_topic_fault is STRICT');
+SELECT throws_ok(
+    $$SELECT pghub._topic_fault(NULL)$$, '22023', 'invalid topic: NULL',
+    '_topic_fault refuses NULL (for notify)'
+);
 
 -- Inlined: the plan shows the body, not a call of pghub.channel (which would cost a call).
 CREATE TEMPORARY TABLE topics (topic text);

@@ -2,7 +2,7 @@
 -- SQLSTATEs. (That nothing arrives after a refusal, and that sent events do arrive, is seen
 -- from a second session: tests/python/test_pgtap.py.)
 BEGIN;
-SELECT plan(25);
+SELECT plan(26);
 
 SELECT lives_ok($$SELECT pghub.notify('t')$$, 'a topic alone');
 SELECT lives_ok($$SELECT pghub.notify('T', '{1,2}')$$, 'a topic and a key');
@@ -103,6 +103,25 @@ SELECT is(
 );
 SELECT isnt_strict(
     'pghub', 'notify', ARRAY['text', 'bigint[]', 'jsonb'], 'notify takes NULL key and value'
+);
+CREATE TEMPORARY TABLE events (event_topic text, event_key bigint[], event_value jsonb);
+CREATE FUNCTION pg_temp.plan_of(query text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+    plan text := '';
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (VERBOSE) ' || query LOOP
+        plan := plan || line || E'\n';
+    END LOOP;
+    RETURN plan;
+END
+$$;
+SELECT matches(
+    pg_temp.plan_of(
+        'SELECT pghub.notify(event_topic, event_key, event_value) FROM events'
+    ),
+    'Output: pg_notify\(', 'the planner inlines notify: the plan calls pg_notify itself'
 );
 
 SELECT finish();
