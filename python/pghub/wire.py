@@ -147,16 +147,42 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# PostgreSQL's numeric (and so jsonb) holds at most 131072 digits before the decimal point
+# and 16383 after it, and reads exponents up to 1073741822; it refuses a JSON number past
+# that ("value overflows numeric format"). Found by trying PostgreSQL 15.
+NUMERIC_MAX_INTEGER_DIGITS = 131072
+NUMERIC_MAX_SCALE = 16383
+NUMERIC_MAX_EXPONENT = 1073741822
+
+
 def _parse_float(text: str) -> Any:
     """A JSON number with a fraction or exponent as float; beyond float range, as Decimal.
 
     PostgreSQL's numeric holds numbers no float can (1.5e400): an exact Decimal keeps them
-    instead of turning them into infinity, which is no JSON value.
+    instead of turning them into infinity, which is no JSON value. Numbers numeric cannot
+    hold are refused, as jsonb refuses them.
     """
     number = float(text)
-    if number - number != 0.0:  # inf - inf is nan: the number overflowed
-        return Decimal(text)
-    return number
+    overflowed = number - number != 0.0  # inf - inf is nan
+    if "e" in text or "E" in text:  # within 7999 bytes, only an exponent leaves numeric's range
+        exact = _numeric_with_exponent(text)
+        return exact if overflowed else number
+    return Decimal(text) if overflowed else number
+
+
+def _numeric_with_exponent(text: str) -> Decimal:
+    """The exact value of a number with an exponent, refused where numeric cannot hold it."""
+    exponent_digits = text[text.lower().index("e") + 1 :].lstrip("+-").lstrip("0")
+    if len(exponent_digits) > 10 or int(exponent_digits or "0") > NUMERIC_MAX_EXPONENT:
+        raise ValueError(f"the number {text[:40]} has an exponent PostgreSQL numeric refuses")
+    exact = Decimal(text)
+    exponent = exact.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number
+    if -exponent > NUMERIC_MAX_SCALE or (
+        not exact.is_zero() and exact.adjusted() >= NUMERIC_MAX_INTEGER_DIGITS
+    ):
+        raise ValueError(f"the number {text[:40]} is outside the range of PostgreSQL numeric")
+    return exact
 
 
 def _parse_long_int(text: str) -> int:
@@ -213,7 +239,7 @@ def _decode_value(text: str, offset: int) -> Any:
         value = _load_json(text)
     except json.JSONDecodeError as exc:
         raise _json_error(offset, f"{exc.msg} (at character {exc.pos} of the JSON text)") from None
-    except ValueError as exc:  # NaN, Infinity
+    except (ValueError, ArithmeticError) as exc:  # NaN, Infinity, out of numeric's range
         raise _json_error(offset, str(exc)) from None
     except RecursionError:
         raise _json_error(offset, "it nests too deeply for Python") from None

@@ -25,7 +25,14 @@ from hypothesis import strategies as st
 from psycopg import sql
 from wire_support import database_from_template, drain, event_keys, json_values, same_json
 
-from pghub import PayloadTooLarge, channel, decode_event, decode_payload, encode_payload
+from pghub import (
+    InvalidPayload,
+    PayloadTooLarge,
+    channel,
+    decode_event,
+    decode_payload,
+    encode_payload,
+)
 
 settings.register_profile(
     "pghub-cross",
@@ -192,3 +199,54 @@ def test_decimal_prints_as_sql_numeric(sender: psycopg.Connection[Any], number: 
         "SELECT pghub.encode(NULL, jsonb_build_array(%s::numeric))", (str(number),)
     ).fetchone()
     assert row == (encode_payload(None, [number]),)
+
+
+# Characters that matter to the grammar, and a few longer pieces, to mutate valid payloads.
+_GRAMMAR_CHARACTERS = 'e0123456789,:-+ ."\\u{}[]tfnNaI\t\n$é'
+_PIECES = ["\\u0000", "\\ud800", "null", "1e400", "1e200000", "1e-20000"]
+_MUTATIONS = st.sampled_from([*_GRAMMAR_CHARACTERS, *_PIECES])
+
+
+@st.composite
+def mutated_payloads(draw: st.DrawFn) -> str:
+    """A valid payload with a few characters inserted, deleted or replaced."""
+    payload = python_payload(draw(event_keys), draw(json_values)) or "e"
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(payload)))
+        action = draw(st.sampled_from(["insert", "delete", "replace"]))
+        cut = at + 1 if action != "insert" else at
+        middle = "" if action == "delete" else draw(_MUTATIONS)
+        payload = payload[:at] + middle + payload[cut:]
+    return payload
+
+
+@settings(CROSS, max_examples=300)
+@given(payload=mutated_payloads())
+def test_python_and_sql_accept_and_reject_alike(
+    sender: psycopg.Connection[Any], payload: str
+) -> None:
+    """Strictness is the same on both sides: same verdict, same key and value, same offset."""
+    python_error: InvalidPayload | None = None
+    try:
+        key, value = decode_payload(payload)
+    except InvalidPayload as exc:
+        python_error = exc
+    if python_error is not None:
+        with pytest.raises(psycopg.Error) as caught:
+            sender.execute("SELECT * FROM pghub.decode(%s)", (payload,))
+        assert caught.value.sqlstate == "22P02"
+        message = caught.value.diag.message_primary or ""
+        assert f"at byte {python_error.offset}:" in message, (python_error, message)
+        event("both reject")
+        return
+    event("both accept")
+    row = sender.execute(
+        "SELECT d.key, d.value::text FROM pghub.decode(%s) AS d", (payload,)
+    ).fetchone()
+    assert row is not None
+    assert row[0] == list(key)
+    if value is None:
+        assert row[1] is None
+    else:  # jsonb's text, read by Python: floats round alike on both sides
+        assert row[1] is not None
+        assert same_json(value, decode_payload("e:" + row[1])[1])

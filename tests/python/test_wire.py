@@ -355,3 +355,28 @@ def test_overlong_key_elements_are_refused_at_their_start(digits: int) -> None:
     with pytest.raises(InvalidPayload, match="outside the signed 64-bit range") as caught:
         decode_payload(payload)
     assert caught.value.offset == 3
+
+
+@pytest.mark.parametrize(
+    ("payload", "accepted"),
+    [
+        ("e:1e131071", True),  # 131072 digits before the point: numeric's most
+        ("e:1e131072", False),
+        ("e:1.5e-16382", True),  # scale 16383: numeric's most
+        ("e:1.5e-16383", False),
+        ("e:0e-16384", False),
+        ("e:0e200000", True),
+        ("e:0e1073741822", True),  # numeric's largest exponent
+        ("e:0e1073741823", False),
+        ("e:[0.0e000000000000000000029751326119188195]", False),
+        ("e:1e1000000000000000000", False),  # also past Decimal's own exponent limit
+        ("e:0.5e131072", True),
+    ],
+)
+def test_numbers_outside_numeric_are_refused_like_jsonb(payload: str, accepted: bool) -> None:
+    """jsonb refuses these ("value overflows numeric format"); so does the decoder."""
+    if accepted:
+        decode_payload(payload)
+    else:
+        with pytest.raises(InvalidPayload, match="PostgreSQL numeric"):
+            decode_payload(payload)
