@@ -983,3 +983,22 @@ def test_the_same_topic_twice_in_one_call_is_one_subscription(dsn: str, hubs: Hu
     assert consumer.topics == frozenset({"dup", "sentinel"})
     hub.notify("dup", [1])
     assert rec.wait_events(1) == [Event("dup", (1,), None)]
+
+
+def test_a_thousand_topics_and_the_longest_topic(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    consumer = hub.consumer(rec)
+    longest = "L" * 63
+    topics = [f"many_{i}" for i in range(999)] + [longest]
+    consumer.subscribe(*topics)
+    rec.wait_for(lambda _: rec.count(Action.SUBSCRIBE) == 1000, timeout=30, what="1000 SUBSCRIBE")
+    assert consumer.topics == frozenset(t.lower() for t in topics)
+    with conn.transaction():
+        for i, topic in enumerate(topics):
+            send_raw(conn, topic.lower(), f"e{i}")
+    events = rec.wait_events(1000, timeout=30)
+    assert [e.key[0] for e in events] == list(range(1000))
+    assert events[-1].topic == "l" * 63
