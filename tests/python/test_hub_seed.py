@@ -211,8 +211,9 @@ def test_daisy_chain_of_256_consumers_while_connecting(dsn: str, hubs: HubPool) 
 
 
 def test_evil_producer_malformed_payloads_are_never_delivered(
-    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="pghub")
     hub = hubs.started(dsn)
     rec = Recorder()
     hub.consumer(rec, "evil")
@@ -229,6 +230,10 @@ def test_evil_producer_malformed_payloads_are_never_delivered(
     send_raw(conn, "evil", "e2")
     assert rec.wait_events(2) == [Event("evil", (1,), {"ok": True}), Event("evil", (2,), None)]
     assert hub.stats().invalid_payloads - before == 5
+    # Each one logged with its channel and the reason.
+    logged = [r.getMessage() for r in caplog.records if "evil" in r.getMessage()]
+    assert len(logged) == 5, logged
+    assert all("invalid" in m.lower() for m in logged), logged
 
 
 def _shapes() -> list[tuple[list[int] | None, Any]]:
@@ -1002,3 +1007,69 @@ def test_a_thousand_topics_and_the_longest_topic(
     events = rec.wait_events(1000, timeout=30)
     assert [e.key[0] for e in events] == list(range(1000))
     assert events[-1].topic == "l" * 63
+
+
+def test_stop_without_waiting_still_ends_every_consumer(dsn: str) -> None:
+    hub = pghub.Hub(dsn)
+    within(10, hub.start)
+    recorders = [Recorder(f"c{i}") for i in range(10)]
+    for rec in recorders:
+        hub.consumer(rec, "nowait")
+    for rec in recorders:
+        subscribed(rec, "nowait")
+    within(1, hub.stop, wait=False)
+    for rec in recorders:
+        rec.wait_final(timeout=10)
+        rec.assert_final_last(Action.STOP)
+    wait_until(lambda: hub.stats().state == "stopped", what="state stopped")
+    within(10, hub.stop)  # and waiting afterwards is fine
+
+
+def test_the_context_manager_stops_on_an_exception(dsn: str) -> None:
+    rec = Recorder()
+    hub = pghub.Hub(dsn)
+
+    def use_and_fail() -> None:
+        with hub:
+            hub.consumer(rec, "oops")
+            subscribed(rec, "oops")
+            raise KeyError("inside")
+
+    with pytest.raises(KeyError):
+        use_and_fail()
+    rec.assert_final_last(Action.STOP)
+    assert hub.stats().state == "stopped"
+
+
+def test_confirm_callbacks_may_raise_notify_and_stop(
+    dsn: str, hubs: HubPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="pghub")
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "chain")
+    subscribed(rec, "chain")
+
+    def raising(ok: bool) -> None:
+        raise RuntimeError("confirm boom")
+
+    hub.notify("chain", [0], confirm=raising)
+
+    def next_link(i: int) -> Any:
+        def confirm(ok: bool) -> None:
+            assert ok
+            if i < 5:
+                hub.notify("chain", [i + 1], confirm=next_link(i + 1))  # from the engine thread
+            else:
+                hub.stop()  # documented: from a confirm callback it does not wait
+
+        return confirm
+
+    hub.notify("chain", [1], confirm=next_link(1))
+    rec.wait_final(timeout=10)
+    rec.assert_final_last(Action.STOP)
+    assert [e.key for e in rec.events()] == [(i,) for i in range(6)]
+    wait_until(
+        lambda: any("confirm" in r.getMessage() for r in caplog.records if r.exc_info),
+        what="the raising confirm logged",
+    )
