@@ -80,7 +80,8 @@ def describe_target(conninfo: str) -> str:
 def connect_error(error: psycopg.Error, conninfo: str) -> CliError:
     where = describe_target(conninfo)
     text = first_line(error)
-    if error.sqlstate is not None and error.sqlstate.startswith("42"):
+    # libpq gives no SQLSTATE for a refused connection: the server's FATAL text is all there is.
+    if "permission denied" in text or (error.sqlstate or "").startswith("42"):
         return CliError(f"not allowed to connect to {where}: {text}", Exit.NO_PRIVILEGE)
     if isinstance(error, psycopg.ProgrammingError) and error.sqlstate is None:
         return CliError(f"invalid connection settings: {text}", Exit.USAGE)

@@ -41,6 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CliError(f"--timeout must be positive, got {args.timeout:g}", Exit.USAGE)
     colour = use_colour(sys.stdout)
 
     def show(verdict: Verdict) -> None:

@@ -76,6 +76,8 @@ class _Confirmations:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CliError(f"--timeout must be positive, got {args.timeout:g}", Exit.USAGE)
     bulk = args.topic == "-"
     if bulk and (args.key or args.value is not None):
         raise CliError(
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         with_timeout(conninfo, args.connect_timeout),
         name="pghub-notify",
         connect_timeout=args.connect_timeout,
+        # A server silent for longer than we wait for confirmations is given up on, so that
+        # stopping the hub is bounded too.
+        liveness_timeout=max(1.0, min(30.0, args.timeout)),
     )
     try:
         hub.start()
