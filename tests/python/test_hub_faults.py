@@ -606,3 +606,25 @@ def test_a_database_that_does_not_exist(dsn: str) -> None:
         assert retrying.stats().connects == 0
     finally:
         within(5, retrying.stop)
+
+
+@pytest.mark.parametrize("liveness", [1.5, 3.0])
+def test_a_half_open_link_is_dropped_within_liveness_timeout(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy, liveness: float
+) -> None:
+    # Documented bound: a silent peer is dropped within liveness_timeout (plus scheduling
+    # slack on a busy 2-core machine), wherever in its quiet/probe cycle the hole opens.
+    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=liveness, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "bound")
+    rec.wait_advisory(Action.SUBSCRIBE, "bound")
+    for round_ in range(1, 3):
+        time.sleep(liveness * 0.3 * round_)  # a different point of the cycle each round
+        proxy.blackhole()
+        started = time.monotonic()
+        rec.wait_advisory(Action.DISCONNECT, timeout=liveness + 5, count=round_)
+        noticed = time.monotonic() - started
+        assert noticed <= liveness + 1.0, f"round {round_}: {noticed:.2f} s"
+        rec.wait_advisory(Action.RECONNECT, timeout=10, count=round_)
+        proxy.resume()  # let the old links go
+    assert_flows(hub, rec, conn, "bound")
