@@ -108,22 +108,39 @@ def _float_is_plain(number: float) -> bool:
 _PLAIN = frozenset((str, int, bool, type(None)))  # json writes these as canonical JSON does
 
 
-def _jsonb_ordered(obj: dict[Any, Any]) -> list[Any] | None:
+# Key orders of object shapes seen before: events of one kind repeat the same keys (and
+# lists of records repeat them within one event), so most objects skip both sorts.
+_key_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+_KEY_ORDER_CACHE_SIZE = 4096
+_KEY_ORDER_CACHE_MAX_KEYS = 32  # and at most this many characters of keys: a few MB at most
+_KEY_ORDER_CACHE_MAX_CHARS = 1024
+
+
+def _jsonb_ordered(obj: dict[Any, Any]) -> tuple[str, ...] | None:
     """The keys of ``obj`` in jsonb order, or None if they are in that order already.
 
     A non-str key raises TypeError (from join) or _Fallback: both mean fall back.
     """
-    keys = list(obj)
+    keys = tuple(obj)
     if len(keys) < 2:
         if keys and type(keys[0]) is not str:
             raise _Fallback
         return None
-    if "".join(keys).isascii():  # two C sorts: by text, then stably by length
+    cached = _key_orders.get(keys, keys)
+    if cached is not keys:
+        return cached
+    joined = "".join(keys)
+    if joined.isascii():  # two C sorts: by text, then stably by length
         ordered = sorted(keys)
         ordered.sort(key=len)
     else:
         ordered = sorted(keys, key=jsonb_key_order)
-    return None if ordered == keys else ordered
+    result = None if tuple(ordered) == keys else tuple(ordered)
+    if len(keys) <= _KEY_ORDER_CACHE_MAX_KEYS and len(joined) <= _KEY_ORDER_CACHE_MAX_CHARS:
+        if len(_key_orders) >= _KEY_ORDER_CACHE_SIZE:
+            _key_orders.clear()
+        _key_orders[keys] = result
+    return result
 
 
 def _prepare(value: Any) -> Any:
@@ -144,7 +161,7 @@ def _prepare(value: Any) -> Any:
             if kind in _PLAIN:
                 result[key] = item
             elif kind is float:
-                if not _float_is_plain(item):
+                if not (1e-4 <= item < 1e16 or _float_is_plain(item)):
                     raise _Fallback
                 result[key] = item
             else:
@@ -160,7 +177,7 @@ def _prepare(value: Any) -> Any:
             if kind in _PLAIN:
                 items.append(item)
             elif kind is float:
-                if not _float_is_plain(item):
+                if not (1e-4 <= item < 1e16 or _float_is_plain(item)):
                     raise _Fallback
                 items.append(item)
             else:

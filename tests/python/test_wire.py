@@ -380,3 +380,19 @@ def test_numbers_outside_numeric_are_refused_like_jsonb(payload: str, accepted: 
     else:
         with pytest.raises(InvalidPayload, match="PostgreSQL numeric"):
             decode_payload(payload)
+
+
+def test_key_order_cache_gives_the_same_text() -> None:
+    """Shapes seen before reuse their key order; insertion order still does not matter."""
+    first = [{"bb": i, "a": [i], "é": None, "c": {"yy": 1, "x": 2}} for i in range(3)]
+    second = [{"é": None, "c": {"x": 2, "yy": 1}, "a": [i], "bb": i} for i in range(3)]
+    want = 'e:[{"a":[0],"c":{"x":2,"yy":1},"bb":0,"é":null},' + (
+        '{"a":[1],"c":{"x":2,"yy":1},"bb":1,"é":null},{"a":[2],"c":{"x":2,"yy":1},"bb":2,"é":null}]'
+    )
+    for _ in range(2):
+        assert encode_payload(None, first) == want
+        assert encode_payload(None, second) == want
+    # More shapes than the cache holds: it starts over, and the text stays right.
+    for n in range(_canonical._KEY_ORDER_CACHE_SIZE + 10):
+        assert encode_payload(None, {f"k{n}": 1, "z": 2}) == f'e:{{"z":2,"k{n}":1}}'
+    assert len(_canonical._key_orders) <= _canonical._KEY_ORDER_CACHE_SIZE
