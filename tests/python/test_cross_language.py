@@ -47,21 +47,21 @@ WAIT = 5.0  # seconds an event may take to arrive before the test fails
 
 
 @pytest.fixture(scope="module")
-def dsn(pg_server: Any) -> Iterator[str]:
+def wire_dsn(pg_server: Any) -> Iterator[str]:
     """One database for the module: hypothesis reuses it across examples."""
     with database_from_template(pg_server) as conninfo:
         yield conninfo
 
 
 @pytest.fixture(scope="module")
-def sender(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def sender(wire_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(wire_dsn, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
-def listener(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def listener(wire_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(wire_dsn, autocommit=True) as conn:
         yield conn
 
 
