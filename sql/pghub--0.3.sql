@@ -504,11 +504,11 @@ $$;
 COMMENT ON FUNCTION pghub.row_trigger() IS
 'Trigger: AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW EXECUTE FUNCTION '
 'pghub.row_trigger(''topic'' [, key column ...] [, ''+data'']). One event per row: '
-'key = the row key '
-'(default: primary key), value = {"op": "ins"|"upd"|"del", "table": "schema.table"}, plus '
-'"old_key" when an UPDATE changed the key, plus "data" (the row) with ''+data'', or '
-'"data_omitted": true when the row does not fit in 7999 bytes. AFTER TRUNCATE FOR EACH STATEMENT: '
-'op "tru", no key. Errors: 39P01 misuse, and those of pghub.key_columns.';
+'key = the row key (default: primary key), value = {"op": "ins"|"upd"|"del", "table": '
+'"schema.table", "seq": number of the event in its transaction}, plus "old_key" when an UPDATE '
+'changed the key, plus "data" (the row) with ''+data'', or "data_omitted": true when the row '
+'does not fit in 7999 bytes. AFTER TRUNCATE FOR EACH STATEMENT: op "tru", no key. Errors: '
+'39P01 misuse, 42703 a named key column that does not exist, and those of pghub.key_columns.';
 
 CREATE OR REPLACE FUNCTION pghub.statement_trigger()
 RETURNS trigger
@@ -621,13 +621,13 @@ $$;
 
 COMMENT ON FUNCTION pghub.statement_trigger() IS
 'Trigger: AFTER INSERT, UPDATE or DELETE (one trigger per event, REFERENCING its transition '
-'tables) '
-'FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger(''topic'' [, key column ...]). '
-'Sends the distinct keys of the affected rows (an UPDATE: old and new keys), sorted and flattened '
-'column by column, in as few events as fit in 7999 bytes each; value = {"op", "table", "arity", '
-'"count": keys in this event, "total": keys of the statement, "part", "parts"}. Nothing for a '
-'statement that touched no row. AFTER TRUNCATE: op "tru", no key. Errors: 39P01 misuse (no '
-'transition table), and those of pghub.key_columns.';
+'tables) FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger(''topic'' [, key column '
+'...]). Sends the distinct keys of the affected rows (an UPDATE: old and new keys), sorted and '
+'flattened column by column, in as few events as fit in 7999 bytes each; value = {"op", '
+'"table", "arity", "count": keys in this event, "total": keys of the statement, "part", '
+'"parts", "seq": number of the event in its transaction}. Nothing for a statement that touched '
+'no row. AFTER TRUNCATE: op "tru", no key. Errors: 39P01 misuse (no transition table), and '
+'those of pghub.key_columns.';
 
 CREATE OR REPLACE FUNCTION pghub.unpublish_table(tbl regclass)
 RETURNS integer
