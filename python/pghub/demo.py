@@ -225,7 +225,7 @@ def _steps(schema: str, topics: dict[str, str]) -> list[Step]:
 
 
 def _watch(story: Narrator, conninfo: str, args: argparse.Namespace, steps: list[Step]) -> int:
-    """The consumer follows the topics while the writer runs the steps; True if all came."""
+    """The consumer follows the topics while the writer runs the steps; the exit code."""
     inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
     def received(event: Event) -> None:
