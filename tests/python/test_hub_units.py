@@ -164,7 +164,8 @@ def test_mailbox_overflow_is_counted_and_never_drops_advisories(policy: str) -> 
     box.put_events(_events(4))
     box.put_events(_events(3, start=4))
     items, lost = box.take()
-    assert lost == 3 and box.dropped == 3
+    assert lost == 3
+    assert box.dropped == 3
     keys = [e.key[0] for e in items if e.topic is not None]
     assert keys == ([3, 4, 5, 6] if policy == "drop_oldest" else [0, 1, 2, 3])
     assert items[0].value == Advisory(Action.CONNECT)
@@ -193,7 +194,7 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     backoff = Backoff(0.5, 4.0, random.Random(1))
     delays = [backoff.next_delay() for _ in range(8)]
     ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
-    for delay, ceiling in zip(delays, ceilings):
+    for delay, ceiling in zip(delays, ceilings, strict=True):
         assert ceiling / 2 <= delay <= ceiling
     assert len(set(delays)) == len(delays)  # jittered
     backoff.reset()
@@ -201,7 +202,7 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
 
 
 def test_backoff_rejects_bad_bounds() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="initial"):
         Backoff(0, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cap"):
         Backoff(2, 1)
