@@ -177,8 +177,8 @@ def peak_rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e3  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+                return int(line.split()[1]) * 1024 / 1e6  # "kB" means KiB here
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def cpu_seconds() -> float:
