@@ -140,6 +140,12 @@ def test_wheel_ships_the_script(tmp_path: Path) -> None:
 
 def test_both_routes_give_the_same_functions(empty_database: Callable[[], str]) -> None:
     by_extension, by_script = empty_database(), empty_database()
+    with psycopg.connect(by_extension) as conn:
+        server_copy = conn.execute(
+            "SELECT pg_read_file(setting || '/extension/pghub--0.3.sql')"
+            " FROM pg_config WHERE name = 'SHAREDIR'"
+        ).fetchone()
+    assert server_copy == (pghub_install.script_text(),), "sql/ changed since make install"
     create_extension(by_extension)
     result = install(by_script)
     assert (result.route, result.action, result.version) == ("script", "installed", "0.3")
