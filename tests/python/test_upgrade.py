@@ -11,6 +11,7 @@ that the fake 0.4 reaches no other database.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,14 @@ def next_version(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def private_server(conn: psycopg.Connection[Any], tmp_path: Path) -> Iterator[PrivateServer]:
+def private_server(conn: psycopg.Connection[Any]) -> Iterator[PrivateServer]:
     """A private server of the test server's major version, with nothing installed yet."""
     row = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
     assert row is not None
     major = int(row[0])
     assert major in SUPPORTED, f"PostgreSQL {major} is not one of the supported {SUPPORTED}"
-    root = Path("/tmp") / f"pghub-upgrade-{tmp_path.name}"
-    server = PrivateServer(major, root)
+    # pytest's tmp_path is 0700 and the server runs as postgres: a directory of its own in /tmp
+    server = PrivateServer(major, Path(tempfile.mkdtemp(prefix="pghub-upgrade-", dir="/tmp")))
     try:
         server.start()
         yield server
