@@ -6,23 +6,27 @@ taken from the moment it is listening). The sending side runs in this process.
 
 The baseline is what a careful user writes by hand with psycopg: an autocommit connection
 calling ``pg_notify`` once per statement (``single``, ``paced``) or 100 times per statement
-through ``unnest`` (``burst``, ``fanout``, ``large``), and a listener looping on
+through ``unnest`` (``burst``, ``drain``, ``fanout``, ``large``), and a listener looping on
 ``conn.notifies()`` that parses each payload's JSON and calls a callback. The pghub side
 sends with :meth:`pghub.Hub.notify` / :meth:`pghub.Hub.notify_many` without waiting for
 confirmations, and receives through consumers of a :class:`pghub.Hub`. Both sides send the
 same payloads (the canonical pghub wire form, built by hand on the baseline side).
 
-See docs/performance.md for what each figure means and the targets.
+In ``drain`` the listener's process is stopped (SIGSTOP) while the sender sends, so the events
+wait on the server; the clock starts when it is continued: the listener's own rate, whatever
+the sender's. See docs/performance.md for what each figure means and the targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import resource
+import signal
 import statistics
 import sys
 import threading
@@ -35,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-SCENARIOS = ("single", "burst", "paced", "fanout", "large")
+SCENARIOS = ("single", "burst", "drain", "paced", "fanout", "large")
 SIDES = ("baseline", "pghub")
 FIGURES = ("events_per_s", "p50_ms", "p99_ms", "cpu_ms_per_10k", "rss_mb")
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -60,6 +64,7 @@ class Workload:
     pad: int = 0  # padding characters in each value
     latencies: bool = False  # record send-to-callback latency of every event
     rss_every: int = 0  # sample the listener's RSS every this many events (memory)
+    paused: bool = False  # the listener is stopped while the sender sends, then drains
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
@@ -68,6 +73,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
         return {
             "single": Workload("single", 5_000),
             "burst": Workload("burst", 20_000, batch=BURST),
+            "drain": Workload("drain", 20_000, batch=BURST, paused=True),
             "paced": Workload("paced", 1_500, rate=1000.0, latencies=True),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
             "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
@@ -75,6 +81,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
     return {
         "single": Workload("single", 50_000),
         "burst": Workload("burst", 200_000, batch=BURST),
+        "drain": Workload("drain", 100_000, batch=BURST, paused=True),
         "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
         "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
@@ -260,12 +267,14 @@ class _Deadline:
 
     def __init__(self) -> None:
         self._count = -1
-        self._since = time.monotonic()
+        self._since = self._checked = time.monotonic()
 
     def passed(self, count: int) -> bool:
+        """Called every 0.2 s or so; a longer gap means this process was stopped (drain)."""
         now = time.monotonic()
-        if count != self._count:
+        if count != self._count or now - self._checked > 1.0:
             self._count, self._since = count, now
+        self._checked = now
         return now - self._since > self.IDLE
 
 
@@ -347,6 +356,9 @@ class BaselineSender:
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
 
+    def flush(self) -> None:
+        """Every notify sent so far has committed (each statement waits for its own)."""
+
     def close(self) -> None:
         self.conn.close()
 
@@ -377,6 +389,10 @@ class PghubSender:
 
         self.hub = Hub(dsn, name="bench-sender")
         self.hub.start()
+
+    def flush(self) -> None:
+        """Every notify sent so far has committed: stopping sends what is queued first."""
+        self.hub.stop(wait=True)
 
     def close(self) -> None:
         self.hub.stop(wait=True)  # sends what is still queued
@@ -443,16 +459,27 @@ def measure(side: str, work: Workload, dsn: str, progress: Progress) -> Measurem
         progress.phase("starting listener")
         _expect(ours, "ready", child, 60.0)
         sender = BaselineSender(dsn) if side == "baseline" else PghubSender(dsn)
+        pid = child.pid
+        assert pid is not None  # started
         try:
+            if work.paused:  # the server holds what the stopped listener cannot take
+                os.kill(pid, signal.SIGSTOP)
             progress.phase("sending")
             started = time.monotonic()
             sender.send(channel, work, progress)
+            if work.paused:
+                sender.flush()
+                started = time.monotonic()
+                os.kill(pid, signal.SIGCONT)
             progress.phase("receiving")
             result = _expect(ours, "done", child, None, progress)
         finally:
             sender.close()
     finally:
         progress.end()
+        if work.paused and child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGCONT)
         child.join(10)
         if child.is_alive():
             child.terminate()
@@ -611,7 +638,7 @@ def targets_of(scenario: str, entry: dict[str, Any]) -> dict[str, bool | None]:
 
     if scenario == "single":
         return {"events_per_s >= 3x baseline": at_least(ratio["events_per_s"], 3.0)}
-    if scenario == "burst":
+    if scenario in ("burst", "drain"):
         return {"events_per_s >= 0.8x baseline": at_least(ratio["events_per_s"], 0.8)}
     if scenario == "paced":
         return {
