@@ -1,6 +1,6 @@
 -- The core functions as the catalog shows them: present, commented, usable by any role.
 BEGIN;
-SELECT plan(25);
+SELECT plan(24);
 
 SELECT has_schema('pghub', 'schema pghub exists');
 SELECT is(pghub.version(), '0.3', 'version() is 0.3');
@@ -114,23 +114,6 @@ SELECT is(
     0, 'pure SQL and PL/pgSQL (no C)'
 );
 SELECT is(current_user, session_user, 'back to the session role');
-
--- Static checks of the PL/pgSQL bodies (misspelt names, dead code, wrong volatility).
-CREATE EXTENSION IF NOT EXISTS plpgsql_check;
-SELECT is(
-    (
-        SELECT array_agg(format('%s line %s: %s', c.signature, r.lineno, r.message))
-        FROM core AS c
-        INNER JOIN pg_proc AS p ON c.signature = p.oid
-        INNER JOIN pg_language AS l ON p.prolang = l.oid
-        CROSS JOIN
-            LATERAL plpgsql_check_function_tb(
-                c.signature, extra_warnings => TRUE, performance_warnings => TRUE
-            ) AS r
-        WHERE l.lanname = 'plpgsql'
-    ),
-    NULL, 'plpgsql_check finds nothing in the core functions'
-);
 
 SELECT finish();
 ROLLBACK;
