@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
@@ -634,3 +635,30 @@ def test_no_event_of_a_transaction_is_folded_into_an_earlier_one(
     # A new transaction numbers from 1 again.
     conn.execute("INSERT INTO items VALUES (5, 5)")
     assert [event.value["seq"] for event in listener.collect(conn)] == [1]
+
+
+PUBLISHING_FUNCTIONS = [
+    "publish_table",
+    "unpublish_table",
+    "key_columns",
+    "row_trigger",
+    "statement_trigger",
+]
+PUBLISHING_SQLSTATES = ["22004", "22023", "42809", "55000", "42703", "42804", "42701", "39P01"]
+
+
+def test_the_publishing_functions_are_documented(conn: psycopg.Connection[Any]) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "sql.md").read_text(encoding="utf-8")
+    assert "## Publishing tables" in docs, "docs/sql.md lost its Publishing tables section"
+    section = docs[docs.index("## Publishing tables") :]
+    for name in PUBLISHING_FUNCTIONS:
+        assert f"pghub.{name}" in section, name
+        comment = conn.execute(
+            "SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc AS p"
+            " WHERE p.pronamespace = 'pghub'::regnamespace AND p.proname = %s",
+            [name],
+        ).fetchone()
+        assert comment is not None, name
+        assert comment[0], f"no COMMENT ON pghub.{name}"
+    for sqlstate in PUBLISHING_SQLSTATES:
+        assert f"| {sqlstate} " in section, sqlstate
