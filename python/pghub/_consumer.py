@@ -89,6 +89,10 @@ class BaseConsumer:
     def _wake(self) -> None:
         raise NotImplementedError
 
+    def _discards(self, event: Event) -> bool:
+        """Closed while a batch was being delivered: the rest of its events are not."""
+        return self._closed and event.topic is not None
+
     def _failed(self, event: Event) -> None:
         self.callback_errors += 1
         self._log.exception("pghub: consumer callback raised on %r", event)
@@ -130,6 +134,8 @@ class Consumer(BaseConsumer):
             if lost:
                 events.appendleft(overflow_event(lost))
             for event in events:
+                if self._discards(event):
+                    continue
                 try:
                     callback(event)
                 except Exception:

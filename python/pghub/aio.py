@@ -65,6 +65,8 @@ class AsyncConsumer(BaseConsumer):
     async def _run(self, callback: Callable[[Event], Any]) -> None:
         async for events in self._batches():
             for event in events:
+                if self._discards(event):
+                    continue
                 try:
                     result = callback(event)
                     if inspect.isawaitable(result):
