@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from pgmatrix.server import REPO, SUPPORTED, PrivateServer, fetch
 
 # The suites that exercise the SQL side and the SQL <-> Python contract (the Makefile's
@@ -83,7 +85,7 @@ def run_one(major: int, route: str, suites: list[str], pytest_args: list[str]) -
                 if line.strip():
                     tail = line.strip().strip("= ")
             returncode = pytest_run.wait()
-    except (OSError, subprocess.SubprocessError) as error:
+    except (OSError, RuntimeError, subprocess.SubprocessError, psycopg.Error) as error:
         returncode, tail = 1, f"server setup failed: {error}"
         log = root / "server.log"
         if log.exists():

@@ -34,6 +34,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 REPO = Path(__file__).resolve().parents[2]
 
 # One release of each supported major version per source, pinned so that runs are repeatable.
@@ -208,6 +210,11 @@ class PrivateServer:
         pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options]
         log = str(self.root / "server.log")
         self._as_server_user([*pg_ctl, "-l", log, "-w", "-t", str(START_TIMEOUT), "start"])
+        with psycopg.connect(self.dsn(), connect_timeout=10) as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int / 10000")
+            running = row.fetchone()
+        if running != (self.major,):  # a wrong package, or another server on this port
+            raise RuntimeError(f"asked for PostgreSQL {self.major}, got {running} on {self.port}")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
