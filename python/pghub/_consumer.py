@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,23 @@ class BaseConsumer:
     def _wake(self) -> None:
         raise NotImplementedError
 
+    def _take(self) -> deque[Event]:
+        """Everything queued, after an OVERFLOW advisory if events were lost before it."""
+        events, lost = self.mailbox.take()
+        if lost:
+            events.appendleft(overflow_event(lost))
+        return events
+
+    def _done_with(self, event: Event) -> bool:
+        """Count a delivered event; True once the final advisory has been delivered."""
+        if event.topic is not None:
+            self.delivered += 1
+            return False
+        if event.value.final:
+            self._closed = True
+            return True
+        return False
+
     def _discards(self, event: Event) -> bool:
         """Closed while a batch was being delivered: the rest of its events are not."""
         return self._closed and event.topic is not None
@@ -130,18 +148,12 @@ class Consumer(BaseConsumer):
         while True:
             self._ready.wait()
             self._ready.clear()
-            events, lost = self.mailbox.take()
-            if lost:
-                events.appendleft(overflow_event(lost))
-            for event in events:
+            for event in self._take():
                 if self._discards(event):
                     continue
                 try:
                     callback(event)
                 except Exception:
                     self._failed(event)
-                if event.topic is not None:
-                    self.delivered += 1
-                elif event.value.final:
-                    self._closed = True
+                if self._done_with(event):
                     return

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
+from ._mailbox import Overflow
 from ._outbox import Outgoing, notify_statement, take_batch
 from ._session import CommandError, Session, SessionLost, session_conninfo
 from ._subscriptions import Subscriptions
@@ -51,7 +52,7 @@ class HubOptions:
     reconnect_max_delay: float = 30.0
     liveness_timeout: float = 30.0
     queue_size: int = 10_000
-    overflow: str = "drop_oldest"
+    overflow: Overflow = "drop_oldest"
     send_queue_size: int = 100_000
     batch_max_notifies: int = 1000
     batch_max_chars: int = 1_000_000

@@ -127,6 +127,13 @@ class HubBase:
             consumer._channels.update(channels)
             self._engine.call(self._engine.subscribe, consumer, channels)
 
+    def _queue_settings(self, queue_size: int | None, overflow: Overflow | None) -> dict[str, Any]:
+        """A consumer's queue bound and policy: its own, else the hub's."""
+        return {
+            "queue_size": self.options.queue_size if queue_size is None else queue_size,
+            "overflow": self.options.overflow if overflow is None else overflow,
+        }
+
     def _retire_consumer(self, c: BaseConsumer) -> None:
         gone = self._gone
         gone["delivered"] += c.delivered

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from ._consumer import BaseConsumer, channels_of, overflow_event
+from ._consumer import BaseConsumer, channels_of
 from ._hubbase import EventLike, HubBase
 from ._mailbox import Overflow
 from ._outbox import Outgoing
@@ -53,18 +53,11 @@ class AsyncConsumer(BaseConsumer):
         if self._task is not None and self._task is not asyncio.current_task():
             await asyncio.shield(self._task)
 
-    async def _batches(self) -> AsyncIterator[deque[Event]]:
+    async def _run(self, callback: Callable[[Event], Any]) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            events, lost = self.mailbox.take()
-            if lost:
-                events.appendleft(overflow_event(lost))
-            yield events
-
-    async def _run(self, callback: Callable[[Event], Any]) -> None:
-        async for events in self._batches():
-            for event in events:
+            for event in self._take():
                 if self._discards(event):
                     continue
                 try:
@@ -73,10 +66,7 @@ class AsyncConsumer(BaseConsumer):
                         await result
                 except Exception:
                     self._failed(event)
-                if event.topic is not None:
-                    self.delivered += 1
-                elif event.value.final:
-                    self._closed = True
+                if self._done_with(event):
                     return
 
 
@@ -150,10 +140,7 @@ class Subscription:
         while not self._buffer:
             await consumer._ready.wait()
             consumer._ready.clear()
-            events, lost = consumer.mailbox.take()
-            if lost:
-                events.appendleft(overflow_event(lost))
-            self._buffer.extend(events)
+            self._buffer.extend(consumer._take())
         return self._buffer.popleft()
 
 
@@ -223,12 +210,7 @@ class AsyncHub(HubBase):
         queue_size: int | None,
         overflow: Overflow | None,
     ) -> AsyncConsumer:
-        consumer = AsyncConsumer(
-            self,
-            callback,
-            queue_size=queue_size or self.options.queue_size,
-            overflow=overflow or self.options.overflow,  # type: ignore[arg-type]
-        )
+        consumer = AsyncConsumer(self, callback, **self._queue_settings(queue_size, overflow))
         self._adopt(consumer, channels)
         return consumer
 

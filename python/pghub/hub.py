@@ -72,9 +72,8 @@ class Hub(HubBase):
         consumer = Consumer(
             self._engine,
             callback,
-            queue_size=queue_size or self.options.queue_size,
-            overflow=overflow or self.options.overflow,  # type: ignore[arg-type]
             logger=self.log,
+            **self._queue_settings(queue_size, overflow),
             name=f"pghub-{self.name}-consumer",
         )
         self._adopt(consumer, channels)
