@@ -258,6 +258,22 @@ BEGIN
         IF value = 'null'::jsonb THEN
             value := NULL;
         END IF;
+        -- PostgreSQL 16 and later read an exponent of 1073741823 and more (0e1073741823 is 0)
+        -- where 14 and 15 refuse it: refuse it everywhere, as the Python decoder does. The
+        -- cheap test rules out nearly every payload; the second skips exponents in strings.
+        IF substr(payload, colon + 1) ~ '[eE][-+]?0*[1-9][0-9]{9}' THEN
+            IF EXISTS (
+                SELECT FROM regexp_matches(
+                    substr(payload, colon + 1), E'"(?:[^"\\\\]|\\\\.)*"|[eE]([-+]?[0-9]+)', 'g'
+                ) AS m (g)
+                WHERE abs(m.g[1]::numeric) >= 1073741823
+            ) THEN
+                RAISE EXCEPTION 'invalid payload at byte %: expected a JSON text: %', colon,
+                    'a number''s exponent is outside numeric''s range'
+                    USING ERRCODE = 'invalid_text_representation',
+                        DETAIL = format('payload: %s', left(payload, 200));
+            END IF;
+        END IF;
     END IF;
 END
 $$;
