@@ -97,6 +97,38 @@ class _Command:
     batch: list[Outgoing] = field(default_factory=list)
 
 
+_Copy = Callable[[Any], Any]
+
+
+def _copier(value: Any) -> _Copy | None:
+    """How to copy a decoded value for another consumer; None when it is immutable.
+
+    A flat dict or list (the usual event) is copied by C code; nested ones by _json_copy.
+    """
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                return _json_copy
+        return dict.copy
+    if kind is list:
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                return _json_copy
+        return list.copy
+    return None
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of a decoded JSON value: dicts and lists are copied, the rest is immutable."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_json_copy(v) for v in value]
+    return value
+
+
 class Engine:
     def __init__(
         self,
@@ -481,10 +513,18 @@ class Engine:
             consumer.mailbox.put_advisory(Advisory(Action.SUBSCRIBE, topic=channel))
 
     def _route(self, notifies: list[Any]) -> None:
-        """Decode each notification once and hand it to the consumers of its channel."""
+        """Decode each notification once and hand it to the consumers of its channel.
+
+        Consecutive notifications on one channel form a run, which each of its consumers
+        gets in one step; a consumer's events keep the server's order, across channels too.
+        """
         routes = self._subs.routes
-        pending: dict[BaseConsumer, list[Event]] = {}
         counters = self.counters
+        new = tuple.__new__  # Event(...) without the named tuple's Python-level __new__
+        runs: list[tuple[str, list[Event], list[_Copy | None]]] = []
+        run_channel = None
+        events: list[Event] = []
+        copiers: list[_Copy | None] = []
         for n in notifies:
             channel = n.relname.decode()
             consumers = routes.get(channel)
@@ -498,20 +538,31 @@ class Engine:
                 self.log.warning("pghub hub %r: invalid payload on %r: %s", self.name, channel, exc)
                 continue
             counters.events_received += 1
-            event = Event(channel, key, value)
-            shared = not isinstance(value, (dict, list))
-            for i, consumer in enumerate(consumers):
-                if i and not shared:
+            if channel != run_channel:
+                run_channel, events, copiers = channel, [], []
+                runs.append((channel, events, copiers))
+            events.append(new(Event, (channel, key, value)))
+            copiers.append(_copier(value) if len(consumers) > 1 else None)
+        pending: dict[BaseConsumer, list[Event]] = {}
+        for channel, events, copiers in runs:
+            mutable = any(copiers)
+            for i, consumer in enumerate(routes[channel]):
+                if i and mutable:
                     # Each consumer gets its own copy of a mutable value: none can change
                     # what another receives.
-                    event = Event(channel, key, decode_payload(payload)[1])
+                    mine = [
+                        e if c is None else new(Event, (e[0], e[1], c(e[2])))
+                        for e, c in zip(events, copiers, strict=True)
+                    ]
+                else:
+                    mine = events
                 box = pending.get(consumer)
                 if box is None:
-                    pending[consumer] = [event]
+                    pending[consumer] = mine if len(runs) == 1 else list(mine)
                 else:
-                    box.append(event)
-        for consumer, events in pending.items():
-            consumer.mailbox.put_events(events)
+                    box.extend(mine)
+        for consumer, mine in pending.items():
+            consumer.mailbox.put_events(mine)
 
     # --- commands from other threads (run on the engine thread) -----------------------------
 

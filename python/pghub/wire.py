@@ -245,7 +245,7 @@ def _decode_value(text: str, offset: int) -> Any:
         raise _json_error(offset, "it nests too deeply for Python") from None
     # json.loads accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only
     # where the text could hold them (escapes, or raw surrogates in a str built in Python).
-    if _SUSPECT_ESCAPE.search(text) is not None or (
+    if ("\\" in text and _SUSPECT_ESCAPE.search(text) is not None) or (
         not text.isascii() and not _canonical.encodable(text)
     ):
         problem = _unstorable(value)

@@ -130,3 +130,31 @@ def test_stop_from_a_confirm_callback_does_not_deadlock(dsn: str) -> None:
     assert stopped.wait(10)
     rec.wait_final(timeout=10)
     wait_until(lambda: hub.state == "stopped", what="the hub to stop")
+
+
+def test_a_consumer_that_changes_its_value_changes_nothing_for_the_others(
+    dsn: str, hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+
+    def vandal(event: pghub.Event) -> None:
+        if isinstance(event.value, dict):
+            event.value["flat"] = "changed"
+            event.value["nested"]["list"].append("changed")
+            event.value["nested"]["list"][0]["x"] = "changed"
+
+    recorders = [Recorder("vandal", then=vandal), Recorder("a"), Recorder("b")]
+    for rec in recorders:
+        hub.consumer(rec, "shared")
+        rec.wait_advisory(Action.SUBSCRIBE, "shared")
+    value = {"flat": 1, "nested": {"list": [{"x": 1}, 2]}}
+    for _ in range(3):
+        hub.notify("shared", [1], value)
+        hub.notify("shared", [2], [1, [2, {"y": 3}]])
+    for rec in recorders[1:]:
+        events = rec.wait_events(6)
+        assert [e.value for e in events] == [value, [1, [2, {"y": 3}]]] * 3
+    vandalised = recorders[0].wait_events(6)[0].value
+    assert vandalised["nested"]["list"][0]["x"] == "changed"  # the vandal did change its own
+    values = [e.value for rec in recorders for e in rec.events()]
+    assert len({id(v) for v in values}) == len(values)  # no two deliveries share a container
