@@ -95,6 +95,7 @@ class _Command:
     listen: list[str] = field(default_factory=list)
     unlisten: list[str] = field(default_factory=list)
     batch: list[Outgoing] = field(default_factory=list)
+    sent: bool = False  # all of it handed to the kernel: the server may have run it
 
 
 _Copy = Callable[[Any], Any]
@@ -271,7 +272,7 @@ class Engine:
                             self._advance_connect()
                     else:
                         if writable:
-                            self._want_write = not session.flush()
+                            self._flush(session)
                         if session in readable:
                             self._receive(session)
                 except SessionLost as exc:
@@ -377,8 +378,10 @@ class Engine:
         self.counters.disconnects += 1
         command, self._command = self._command, None
         if command is not None and command.kind == "notify":
-            # The outcome is unknown: the commit may or may not have happened.
-            self._fail(command.batch)
+            if command.sent:
+                self._fail(command.batch)  # it may or may not have committed: never resent
+            else:
+                self.outbox.extendleft(reversed(command.batch))  # the server never had it
         self._subs.lost()
         if self._announce is None:  # consumers had been told we were connected
             for consumer in self.consumers:
@@ -439,9 +442,14 @@ class Engine:
         assert self._session is not None
         try:
             self._session.send(query, params)
-            self._want_write = not self._session.flush()
+            self._flush(self._session)
         except SessionLost as exc:
             self._lose_session(str(exc))
+
+    def _flush(self, session: Session) -> None:
+        self._want_write = not session.flush()
+        if not self._want_write and self._command is not None:
+            self._command.sent = True
 
     def _receive(self, session: Session) -> None:
         finished = session.read()
