@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -127,22 +126,10 @@ def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-# ---- pghub bench: the hook for the benchmark ---------------------------------------------------
-# The benchmark helper owns pghub.bench (python/pghub/bench.py or a python/pghub/bench/ package).
-# Contract: it defines `main(argv: list[str]) -> int`, parses its own arguments (so that
-# `pghub bench --help` is its help) and returns an exit code from the table in docs/cli.md.
-# Nothing here needs to change when it lands.
-BENCH_MODULE = "pghub.bench"
-
-
 def _bench(argv: list[str]) -> int:
-    try:
-        bench = importlib.import_module(BENCH_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != BENCH_MODULE:
-            raise
-        say("pghub bench: the benchmark is not part of this installation (no pghub.bench)")
-        return Exit.UNAVAILABLE
+    """``pghub bench`` parses its own arguments, so that ``pghub bench --help`` is its help."""
+    from .. import bench  # imported only when asked for: it pulls in multiprocessing
+
     try:
         return int(bench.main(argv))
     except KeyboardInterrupt:
