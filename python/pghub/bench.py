@@ -831,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         server_version(args.dsn)
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:  # unreachable, or a conninfo libpq cannot read
         print(f"pghub bench: cannot connect: {str(exc).strip()}", file=sys.stderr)
         return 3
     try:
@@ -858,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for entry in result["scenarios"].values()
         for side in SIDES
     )
+    if "memory" in result and result["memory"]["lost"]:
+        incomplete = True
     return 1 if incomplete else 0
 
 

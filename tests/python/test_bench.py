@@ -104,3 +104,21 @@ def test_pghub_bench_dispatches_here(capsys: pytest.CaptureFixture[str]) -> None
         cli_main(["bench", "--help"])
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dsn", "host=127.0.0.1 port=1 connect_timeout=2", "bench", "--quick"],
+        ["--dsn=host=127.0.0.1 port=1 connect_timeout=2", "bench", "--quick"],
+        ["bench", "--quick", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2"],
+        ["bench", "--dsn", "nonsense"],  # a conninfo libpq cannot read: one line, no traceback
+    ],
+)
+def test_pghub_bench_takes_the_dsn_before_or_after_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("pghub bench: cannot connect:")
+    assert "Traceback" not in err

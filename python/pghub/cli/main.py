@@ -31,8 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pghub`` with ``argv`` (default: the command line); returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="pghub: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["bench"]:
-        return _bench(arguments[1:])
+    bench_argv = _bench_arguments(arguments)
+    if bench_argv is not None:
+        return _bench(bench_argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:
@@ -124,6 +125,30 @@ def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="SECONDS",
         help="give up on a server that does not answer after this long (default 5)",
     )
+
+
+def _bench_arguments(arguments: list[str]) -> list[str] | None:
+    """The arguments for ``pghub [--dsn D] [--connect-timeout S] bench ...``, or None.
+
+    The benchmark parses its own arguments; a ``--dsn`` given before ``bench`` is passed on.
+    """
+    dsn: list[str] = []
+    i = 0
+    while i < len(arguments):
+        word = arguments[i]
+        if word == "bench":
+            return dsn + arguments[i + 1 :]
+        if word in ("--dsn", "--connect-timeout") and i + 1 < len(arguments):
+            if word == "--dsn":
+                dsn = ["--dsn", arguments[i + 1]]
+            i += 2
+        elif word.startswith(("--dsn=", "--connect-timeout=")):
+            if word.startswith("--dsn="):
+                dsn = ["--dsn", word.removeprefix("--dsn=")]
+            i += 1
+        else:
+            return None
+    return None
 
 
 def _bench(argv: list[str]) -> int:
