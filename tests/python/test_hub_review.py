@@ -1,0 +1,479 @@
+"""A review of the hub's implementation: interleavings and inputs that the other suites miss.
+
+Tests marked ``xfail(strict=True)`` demonstrate a real bug (the reason names the place and
+the interleaving); the rest pin behaviour that was checked and found sound. Every wait is
+bounded, and a test that would leave threads blocked for ever (a demonstrated deadlock) uses
+daemon threads and no teardown that waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from hubkit import AsyncRecorder, HubPool, Recorder, send_raw, wait_until, within
+
+import pghub
+from pghub import Action, Event
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def hubs() -> Iterator[HubPool]:
+    pool = HubPool()
+    yield pool
+    pool.stop_all()
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run a test coroutine to the end, or fail after ``timeout`` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def nested_list(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# --- poison input must never kill the engine ------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_engine.py:_route/_json_copy: a value nested ~500 deep decodes, but copying it for "
+    "a second consumer recurses past the recursion limit; RecursionError is not caught, the "
+    "engine thread dies and the hub stops for good",
+)
+def test_a_deeply_nested_payload_on_a_shared_channel_does_not_stop_the_hub(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    first, second = Recorder("first"), Recorder("second")
+    hub.consumer(first, "deep")
+    hub.consumer(second, "deep")
+    first.wait_advisory(Action.SUBSCRIBE, "deep")
+    second.wait_advisory(Action.SUBSCRIBE, "deep")
+    send_raw(conn, "deep", "e:" + nested_list(600))  # 1202 bytes: well within a payload
+    send_raw(conn, "deep", "e7")
+    # Delivered or counted as invalid, either is fine; the hub must live on.
+    for rec in (first, second):
+        rec.wait_for(
+            lambda got: any(e.topic == "deep" and e.key == (7,) for e in got),
+            what="the event after the nested one",
+        )
+    assert hub.state == "connected"
+    assert first.count(Action.STOP) == 0
+
+
+def test_a_deeply_nested_payload_for_a_single_consumer_is_delivered(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    # One consumer: no copy is made, so the value arrives as decoded.
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "deep")
+    rec.wait_advisory(Action.SUBSCRIBE, "deep")
+    send_raw(conn, "deep", "e1:" + nested_list(600))
+    send_raw(conn, "deep", "e2")
+    events = rec.wait_events(2)
+    assert [e.key for e in events] == [(1,), (2,)]
+    assert hub.state == "connected"
+
+
+def test_a_payload_too_deep_to_decode_is_counted_not_delivered(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "deeper")
+    rec.wait_advisory(Action.SUBSCRIBE, "deeper")
+    send_raw(conn, "deeper", "e1:" + nested_list(3000))
+    send_raw(conn, "deeper", "e2")
+    assert [e.key for e in rec.wait_events(1)] == [(2,)]
+    wait_until(lambda: hub.stats().invalid_payloads == 1, what="one invalid payload")
+    assert hub.state == "connected"
+
+
+def test_payload_bytes_that_are_not_utf8_are_counted_not_delivered(
+    dsn: str, server_dsn: str, hubs: HubPool
+) -> None:
+    # A SQL_ASCII database stores bytes unchecked. With the hub's default client_encoding
+    # UTF8 the server itself ends the listening session on such a payload (FATAL: invalid
+    # byte sequence), so the caller's own client_encoding SQL_ASCII (which the hub keeps) is
+    # the one way raw bytes reach the decoder.
+    name = f"pghub_review_ascii_{os.getpid()}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    try:
+        ascii_dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
+        hub = hubs.started(psycopg.conninfo.make_conninfo(ascii_dsn, client_encoding="SQL_ASCII"))
+        rec = Recorder()
+        hub.consumer(rec, "raw")
+        rec.wait_advisory(Action.SUBSCRIBE, "raw")
+        with psycopg.connect(ascii_dsn, autocommit=True) as sender:
+            sender.execute("SET client_encoding = 'SQL_ASCII'")
+            sender.execute(b"SELECT pg_notify('raw', E'e1:\"\\xff\\xfe\"')")
+            send_raw(sender, "raw", "e2")
+        assert [e.key for e in rec.wait_events(1)] == [(2,)]
+        wait_until(lambda: hub.stats().invalid_payloads == 1, what="one invalid payload")
+        assert hub.state == "connected"
+        hubs.stop_all()
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- the select loop ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Hold open enough descriptors that the next ones are numbered above 1024, as in a
+    server process with many clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} too low")
+    if soft != resource.RLIM_INFINITY and soft < 1300:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1300, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        if soft != resource.RLIM_INFINITY and soft < 1300:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_engine.py:_loop uses select.select, which refuses descriptors >= FD_SETSIZE "
+    "(1024): in a process with many open files the engine thread dies on its first select "
+    "and start() raises HubStopped",
+)
+def test_the_hub_works_when_its_sockets_are_numbered_above_1024(
+    dsn: str, conn: psycopg.Connection[Any], high_descriptors: None
+) -> None:
+    hub = pghub.Hub(dsn)
+    try:
+        within(15, hub.start)
+        rec = Recorder()
+        hub.consumer(rec, "many")
+        rec.wait_advisory(Action.SUBSCRIBE, "many")
+        send_raw(conn, "many", "e1")
+        assert [e.key for e in rec.wait_events(1)] == [(1,)]
+    finally:
+        within(15, hub.stop)
+
+
+# --- stopping from callbacks ----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hub.py:Hub.stop joins every other consumer's thread: two callbacks that each "
+    "call stop(wait=True) wait for each other's thread for ever",
+)
+def test_two_callbacks_that_both_stop_the_hub_do_not_deadlock(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    # No HubPool here: on failure the two consumer threads stay blocked (daemon threads),
+    # and a teardown that joins them would hang too.
+    hub = pghub.Hub(dsn)
+    within(15, hub.start)
+    returned: list[str] = []
+    both_called = threading.Barrier(2, timeout=5)
+
+    def stopper(name: str) -> Any:
+        def on_event(event: Event) -> None:
+            if event.topic == "shutdown":
+                both_called.wait()  # both are inside their callback: the ordinary case
+                hub.stop(wait=True)
+                returned.append(name)
+
+        return on_event
+
+    hub.consumer(stopper("a"), "shutdown")
+    hub.consumer(stopper("b"), "shutdown")
+    probe = Recorder()
+    hub.consumer(probe, "shutdown")
+    probe.wait_advisory(Action.SUBSCRIBE, "shutdown")
+    time.sleep(0.2)  # the two stoppers' SUBSCRIBE is announced in the same step as the probe's
+    send_raw(conn, "shutdown", "e")
+    wait_until(lambda: len(returned) == 2, timeout=5, what="both stop() calls returned")
+
+
+def test_one_callback_stopping_the_hub_and_another_closing_itself(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    hub = pghub.Hub(dsn)
+    within(15, hub.start)
+    stopped = threading.Event()
+    closer_events: list[Event] = []
+
+    def stopper(event: Event) -> None:
+        if event.topic == "bye":
+            hub.stop(wait=True)
+            stopped.set()
+
+    def closer(event: Event) -> None:
+        closer_events.append(event)
+        if event.topic == "bye":
+            closing.close()
+
+    hub.consumer(stopper, "bye")
+    closing = hub.consumer(closer, "bye")
+    wait_until(
+        lambda: any(e.advisory and e.advisory.action is Action.SUBSCRIBE for e in closer_events)
+    )
+    time.sleep(0.1)
+    send_raw(conn, "bye", "e")
+    assert stopped.wait(5), "stop() from a callback did not return"
+    wait_until(lambda: any(e.advisory and e.advisory.final for e in closer_events))
+    finals = [e for e in closer_events if e.advisory is not None and e.advisory.final]
+    assert len(finals) == 1
+    assert closer_events[-1] is finals[0]
+
+
+# --- the end of a hub against consumers closed from other threads -----------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_engine.py:_finish iterates self.consumers after setting _done; a close() that "
+    "arrives meanwhile runs close_consumer on the caller's thread and deletes from the dict "
+    "being iterated: RuntimeError on the engine thread, finished never set, stop() hangs",
+)
+def test_closing_consumers_while_the_hub_stops_does_not_kill_its_end(dsn: str) -> None:
+    # The first consumer's STOP is put first; its callback closes the others while the engine
+    # is still handing out STOPs. A short switch interval lets the threads interleave.
+    hub = pghub.Hub(dsn)
+    within(15, hub.start)
+    others: list[pghub.Consumer] = []
+
+    def close_the_others(event: Event) -> None:
+        if event.advisory is not None and event.advisory.action is Action.STOP:
+            for c in others:
+                c.close()
+
+    hub.consumer(close_the_others)
+    others.extend(hub.consumer(lambda e: None) for _ in range(1500))
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        hub.stop(wait=False)
+        finished = hub._engine.finished.wait(5)
+    finally:
+        sys.setswitchinterval(previous)
+    assert finished, "the engine never finished: its end was cut short"
+    assert hub.state == "stopped"
+
+
+# --- asyncio ----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="aio.py:AsyncConsumer._run catches Exception only: a callback whose await raises "
+    "CancelledError (a cancelled future it awaited) ends the consumer's task; later events "
+    "are never delivered and stop() raises CancelledError from wait_closed",
+)
+def test_an_async_callback_raising_cancelled_error_does_not_end_delivery(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        rec = AsyncRecorder()
+
+        async def callback(event: Event) -> None:
+            await rec(event)
+            if event.topic is not None and event.key == (1,):
+                cancelled: asyncio.Future[None] = loop.create_future()
+                cancelled.cancel()
+                await cancelled  # e.g. a request that someone else cancelled
+
+        hub = pghub.AsyncHub(dsn)
+        await hub.start()
+        try:
+            hub.consumer(callback, "c")
+            await rec.wait_advisory(Action.SUBSCRIBE, "c")
+            await loop.run_in_executor(None, send_raw, conn, "c", "e1")
+            await loop.run_in_executor(None, send_raw, conn, "c", "e2")
+            events = await rec.wait_events(2, timeout=3)
+            assert [e.key for e in events] == [(1,), (2,)]
+        finally:
+            stopped = False
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(hub.stop(), 10)
+                stopped = True
+            if not stopped:
+                await loop.run_in_executor(None, hub._engine.finished.wait, 10)
+        assert stopped, "stop() raised CancelledError"
+        rec.assert_final_last(Action.STOP)
+
+    run(main())
+
+
+def test_an_async_callback_raising_an_exception_goes_on(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        rec = AsyncRecorder()
+
+        async def callback(event: Event) -> None:
+            await rec(event)
+            if event.topic is not None and event.key == (1,):
+                raise RuntimeError("boom")
+
+        async with pghub.AsyncHub(dsn) as hub:
+            hub.consumer(callback, "c")
+            await rec.wait_advisory(Action.SUBSCRIBE, "c")
+            await loop.run_in_executor(None, send_raw, conn, "c", "e1")
+            await loop.run_in_executor(None, send_raw, conn, "c", "e2")
+            assert [e.key for e in await rec.wait_events(2)] == [(1,), (2,)]
+            assert hub.stats().callback_errors == 1
+        rec.assert_final_last(Action.STOP)
+
+    run(main())
+
+
+# --- sound behaviour, pinned ------------------------------------------------------------------
+
+
+def test_stop_before_start_answers_queued_notifies_and_stops_consumers(dsn: str) -> None:
+    hub = pghub.Hub(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "early")
+    answers: list[bool] = []
+    hub.notify("early", [1], confirm=answers.append)
+    within(5, hub.stop)
+    within(5, hub.stop)  # idempotent
+    assert answers == [False]
+    rec.wait_final()
+    rec.assert_final_last(Action.STOP)
+    assert hub.state == "stopped"
+    with pytest.raises(pghub.HubStopped):
+        hub.start()
+    with pytest.raises(pghub.HubStopped):
+        hub.notify("early", [2])
+
+
+def test_notifies_racing_stop_are_each_answered_exactly_once(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    answers: dict[int, list[bool]] = {}
+    lock = threading.Lock()
+    refused = 0
+
+    def answer(i: int) -> Any:
+        def tell(ok: bool) -> None:
+            with lock:
+                answers.setdefault(i, []).append(ok)
+
+        return tell
+
+    def sender(base: int) -> None:
+        nonlocal refused
+        for i in range(base, base + 2000):
+            try:
+                hub.notify("race", [i], confirm=answer(i))
+            except pghub.HubStopped:
+                with lock:
+                    refused += 1
+
+    threads = [threading.Thread(target=sender, args=(n * 2000,), daemon=True) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.01)
+    within(10, hub.stop)
+    for t in threads:
+        t.join(10)
+    with lock:
+        assert all(len(a) == 1 for a in answers.values()), "a notify answered twice"
+        assert len(answers) + refused == 6000, "a notify never answered"
+
+
+def test_stop_from_a_confirm_callback_does_not_wait_and_the_hub_stops(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    hub = pghub.Hub(dsn)
+    within(15, hub.start)
+    rec = Recorder()
+    hub.consumer(rec)
+    rec.wait_advisory(Action.CONNECT)
+    answered = threading.Event()
+
+    def confirm(ok: bool) -> None:
+        hub.stop(wait=True)  # on the engine thread: must not wait for itself
+        answered.set()
+
+    hub.notify("x", [1], confirm=confirm)
+    assert answered.wait(5)
+    assert hub._engine.finished.wait(5)
+    rec.wait_final()
+    rec.assert_final_last(Action.STOP)
+
+
+def test_a_confirm_callback_that_raises_is_logged_and_sending_goes_on(
+    dsn: str, hubs: HubPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    hub.consumer(rec, "conf")
+    rec.wait_advisory(Action.SUBSCRIBE, "conf")
+
+    def bad(ok: bool) -> None:
+        raise RuntimeError("confirm boom")
+
+    answers: list[bool] = []
+    hub.notify("conf", [1], confirm=bad)
+    hub.notify("conf", [2], confirm=answers.append)
+    assert [e.key for e in rec.wait_events(2)] == [(1,), (2,)]
+    wait_until(lambda: answers == [True])
+    assert hub.state == "connected"
+    assert any("confirm callback raised" in r.getMessage() for r in caplog.records)
+
+
+def test_subscribe_while_disconnected_is_announced_after_the_reconnect(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    app = f"pghub_review_{os.getpid()}"
+    hub = hubs.started(
+        psycopg.conninfo.make_conninfo(dsn, application_name=app),
+        reconnect_delay=0.5,
+        reconnect_max_delay=0.5,
+    )
+    rec = Recorder()
+    consumer = hub.consumer(rec, "before")
+    rec.wait_advisory(Action.SUBSCRIBE, "before")
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app,)
+    )
+    rec.wait_advisory(Action.DISCONNECT)
+    consumer.subscribe("during")
+    rec.wait_advisory(Action.RECONNECT)
+    rec.wait_advisory(Action.SUBSCRIBE, "during")
+    send_raw(conn, "during", "e1")
+    send_raw(conn, "before", "e2")
+    assert [e.key for e in rec.wait_events(2)] == [(1,), (2,)]
+    actions = rec.actions()
+    assert actions == [
+        Action.CONNECT,
+        Action.SUBSCRIBE,
+        Action.DISCONNECT,
+        Action.RECONNECT,
+        Action.SUBSCRIBE,
+    ], actions
