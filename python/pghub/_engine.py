@@ -409,25 +409,31 @@ class Engine:
         assert self._session is not None
         now = time.monotonic()
         deadline = now + self.options.liveness_timeout
-        if not self._stop_requested:
-            listen, unlisten = self._subs.changes()
-            if listen or unlisten:
-                statements = [f'LISTEN "{c}"' for c in listen]
-                statements += [f'UNLISTEN "{c}"' for c in unlisten]
-                self._command = _Command("subs", deadline, listen=listen, unlisten=unlisten)
-                self._start("; ".join(statements).encode(), None)
-                return
-            if self._announce is not None:
-                self._announce_connected([])
-        queue = self._solo if self._solo else self.outbox
-        if queue:
-            if queue is self._solo:
+        # The notifies queued by now, and (read after them) every command queued before them:
+        # a notify made after subscribe() in the same thread goes out after that LISTEN.
+        # This holds while stopping too: stop() sends what was queued before it.
+        ready = len(self.outbox)
+        self._take_inbox()
+        listen, unlisten = self._subs.changes()
+        if listen or unlisten:
+            statements = [f'LISTEN "{c}"' for c in listen]
+            statements += [f'UNLISTEN "{c}"' for c in unlisten]
+            self._command = _Command("subs", deadline, listen=listen, unlisten=unlisten)
+            self._start("; ".join(statements).encode(), None)
+            return
+        if self._announce is not None:
+            self._announce_connected([])
+        if self._solo or ready:
+            if self._solo:
                 batch = [self._solo.popleft()]
             else:
-                if len(queue) > self.counters.send_queue_high_water:
-                    self.counters.send_queue_high_water = len(queue)
+                self.counters.send_queue_high_water = max(
+                    self.counters.send_queue_high_water, ready
+                )
                 batch = take_batch(
-                    queue, self.options.batch_max_notifies, self.options.batch_max_chars
+                    self.outbox,
+                    min(ready, self.options.batch_max_notifies),
+                    self.options.batch_max_chars,
                 )
             self._command = _Command("notify", deadline, batch=batch)
             query, params = notify_statement(batch)

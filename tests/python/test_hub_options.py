@@ -158,3 +158,27 @@ def test_a_consumer_that_changes_its_value_changes_nothing_for_the_others(
     assert vandalised["nested"]["list"][0]["x"] == "changed"  # the vandal did change its own
     values = [e.value for rec in recorders for e in rec.events()]
     assert len({id(v) for v in values}) == len(values)  # no two deliveries share a container
+
+
+def test_a_notify_made_after_subscribe_goes_out_after_its_listen(dsn: str, hubs: HubPool) -> None:
+    """Without waiting for SUBSCRIBE: commands queued before a notify are sent before it."""
+    hub = hubs.started(dsn)
+    recorders = []
+    for i in range(50):
+        rec = Recorder(f"c{i}")
+        recorders.append(rec)
+        hub.consumer(rec, f"fresh_{i}")
+        hub.notify(f"fresh_{i}", [i])
+    for i, rec in enumerate(recorders):
+        assert [e.key for e in rec.wait_events(1)] == [(i,)], rec.describe()
+
+
+def test_stop_sends_what_was_queued_before_it_subscriptions_first(dsn: str) -> None:
+    """The README's pattern: subscribe, notify, leave the with block at once."""
+    for i in range(10):
+        rec = Recorder()
+        with pghub.Hub(dsn) as hub:
+            hub.consumer(rec, "at_exit")
+            hub.notify("at_exit", [i])
+        assert [e.key for e in rec.events()] == [(i,)], rec.describe()
+        rec.assert_final_last(Action.STOP)
