@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from faultproxy import FaultProxy
 from hubkit import AsyncRecorder, HubPool, Recorder, send_raw, wait_until, within
 
 import pghub
@@ -477,3 +478,106 @@ def test_subscribe_while_disconnected_is_announced_after_the_reconnect(
         Action.RECONNECT,
         Action.SUBSCRIBE,
     ], actions
+
+
+# --- the first connection ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_engine.py:_advance_connect sets _ever_connected when libpq connects, but start() "
+    "waits for first_connect, resolved only after the LISTENs: a session lost in between "
+    "(and a server away from then on) makes _connect_failed retry for ever, so start() with "
+    "retry_first_connect=False never returns nor raises ConnectFailed",
+)
+def test_start_does_not_hang_when_the_first_session_dies_before_its_listens(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    app = f"pghub_review_first_{os.getpid()}"
+    with FaultProxy(lifetime=60) as proxy:
+        hub = pghub.Hub(
+            proxy.dsn(psycopg.conninfo.make_conninfo(dsn, application_name=app)),
+            connect_timeout=2,
+            reconnect_delay=0.1,
+            reconnect_max_delay=0.2,
+        )
+        # 10,000 LISTENs in one command keep the server busy for a while (about 0.4 s).
+        for n in range(5):
+            hub.consumer(lambda e: None, *(f"t{n}_{i}" for i in range(2000)))
+        cut = threading.Event()
+
+        def cut_while_listening() -> None:
+            with psycopg.connect(dsn, autocommit=True) as watcher:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    row = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE application_name = %s AND state = 'active'",
+                        (app,),
+                    ).fetchone()
+                    if row is not None and row[0]:
+                        proxy.refuse()  # the server is away from now on
+                        proxy.reset()
+                        cut.set()
+                        return
+                    time.sleep(0.002)
+
+        watcher = threading.Thread(target=cut_while_listening, daemon=True)
+        watcher.start()
+        try:
+            with pytest.raises(pghub.ConnectFailed):
+                within(8, hub.start)
+        finally:
+            watcher.join(20)
+            within(10, hub.stop)
+        assert cut.is_set(), "the session was never seen running its LISTENs"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="aio.py:AsyncHub._confirmed resolves every future on the loop start() ran on: once "
+    "that loop has closed, a notify made on another loop is never answered; and stop() "
+    "awaits wait_closed on consumer tasks the closed loop cancelled, raising CancelledError",
+)
+def test_an_async_hub_outliving_its_first_loop_answers_and_stops_on_the_next(dsn: str) -> None:
+    # As with a session-wide hub in a test suite that runs each test on a loop of its own.
+    hub = pghub.AsyncHub(dsn)
+
+    async def first() -> None:
+        await hub.start()
+        rec = AsyncRecorder()
+        hub.consumer(rec, "loops")
+        await rec.wait_advisory(Action.SUBSCRIBE, "loops")
+
+    async def second() -> tuple[Any, Any]:
+        answer: Any = "never answered"
+        with contextlib.suppress(asyncio.TimeoutError):
+            answer = await asyncio.wait_for(hub.notify("loops", [1]), 3)
+        stopped: Any = "stopped"
+        try:
+            await asyncio.wait_for(hub.stop(), 10)
+        except BaseException as exc:  # CancelledError is what it raises
+            stopped = type(exc).__name__
+            await asyncio.get_running_loop().run_in_executor(None, hub._engine.finished.wait, 10)
+        return answer, stopped
+
+    asyncio.run(asyncio.wait_for(first(), 15))
+    assert asyncio.run(second()) == (True, "stopped")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hub.py:Hub.notify_many calls confirm(True) for an empty batch before "
+    "engine.notify_many checks for a stopped hub: the caller gets confirm(True) and HubStopped",
+)
+def test_notify_many_of_nothing_after_stop(dsn: str) -> None:
+    hub = pghub.Hub(dsn)
+    within(15, hub.start)
+    within(10, hub.stop)
+    answers: list[bool] = []
+    with pytest.raises(pghub.HubStopped):
+        hub.notify_many([("x", [1], None)], confirm=answers.append)
+    assert answers == []
+    with pytest.raises(pghub.HubStopped):
+        hub.notify_many([], confirm=answers.append)
+    assert answers == [], "confirm(True) was called although notify_many raised HubStopped"
