@@ -674,10 +674,12 @@ def test_notifies_across_terminated_sessions_are_answered_once_and_never_sent_tw
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             (app,),
         )
-        wait_until(
-            lambda r=r: hub.stats().disconnects == r + 1 and hub.state == "connected",
-            what=f"reconnect {r + 1}",
-        )
+        reconnected = r + 1
+
+        def back(n: int = reconnected) -> bool:
+            return hub.stats().disconnects == n and hub.state == "connected"
+
+        wait_until(back, what=f"reconnect {reconnected}")
     wait_until(lambda: len(answers) == total, timeout=20, what="every notify answered")
     received: list[int] = []
     deadline = time.monotonic() + 3
