@@ -696,3 +696,38 @@ def test_notifies_across_terminated_sessions_are_answered_once_and_never_sent_tw
     assert received == sorted(received), "notifies went out of order"
     assert hub.stats().disconnects == rounds, hub.stats()
     assert len(confirmed) >= total // 2, f"only {len(confirmed)} of {total} sent"
+
+
+def test_close_from_another_thread_while_events_stream_ends_with_one_close(
+    dsn: str, hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    recs = [Recorder(f"r{i}") for i in range(20)]
+    consumers = [hub.consumer(rec, "stream") for rec in recs]
+    for rec in recs:
+        rec.wait_advisory(Action.SUBSCRIBE, "stream")
+    stop_sending = threading.Event()
+
+    def send() -> None:
+        i = 0
+        while not stop_sending.is_set() and i < 20000:
+            hub.notify("stream", [i], {"i": i})
+            i += 1
+            if i % 200 == 0:
+                time.sleep(0.001)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    recs[-1].wait_events(500, timeout=10)
+    closers = [threading.Thread(target=c.close, daemon=True) for c in consumers]
+    for t in closers:
+        t.start()
+    for t in closers:
+        t.join(5)
+    stop_sending.set()
+    sender.join(10)
+    for rec in recs:
+        rec.wait_final()
+        rec.assert_final_last(Action.CLOSE)
+        keys = [e.key[0] for e in rec.events()]
+        assert keys == sorted(keys), f"{rec.name}: events out of order"
