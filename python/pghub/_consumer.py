@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
 from ._mailbox import Mailbox, Overflow
@@ -141,6 +141,15 @@ class Consumer(BaseConsumer):
         """Wait until the final advisory has been delivered (not from the callback itself)."""
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    def _wait_done(self, stoppers: Container[object]) -> None:
+        """Wait for the final advisory, unless this thread is the waiter, or is itself waiting
+        in ``stop()`` (two callbacks that stop the hub must not wait for each other)."""
+        thread = self._thread
+        while thread.is_alive() and thread is not threading.current_thread():
+            if thread in stoppers:
+                return
+            thread.join(0.05)
 
     def _run(self) -> None:
         callback = self._callback

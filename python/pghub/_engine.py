@@ -90,12 +90,13 @@ class Counters:
 
 @dataclass
 class _Command:
-    kind: str  # "subs", "notify" or "probe"
+    kind: str  # "setup", "subs", "notify" or "probe"
     deadline: float
     listen: list[str] = field(default_factory=list)
     unlisten: list[str] = field(default_factory=list)
     batch: list[Outgoing] = field(default_factory=list)
     sent: bool = False  # all of it handed to the kernel: the server may have run it
+    alone: bool = False  # a notify retried alone after its batch was refused
 
 
 _Copy = Callable[[Any], Any]
@@ -121,13 +122,23 @@ def _copier(value: Any) -> _Copy | None:
 
 
 def _json_copy(value: Any) -> Any:
-    """A deep copy of a decoded JSON value: dicts and lists are copied, the rest is immutable."""
-    kind = type(value)
-    if kind is dict:
-        return {k: _json_copy(v) for k, v in value.items()}
-    if kind is list:
-        return [_json_copy(v) for v in value]
-    return value
+    """A deep copy of a decoded JSON value: dicts and lists are copied, the rest is immutable.
+
+    Without recursion: a value may nest as deep as the decoder allows, deeper than Python's
+    recursion limit.
+    """
+    root = [value]
+    todo: list[tuple[Any, Any]] = [(root, 0)]  # (container, index) whose item to replace
+    while todo:
+        parent, index = todo.pop()
+        item = parent[index]
+        if type(item) is dict:
+            parent[index] = item = dict(item)
+            todo.extend((item, k) for k, v in item.items() if type(v) is dict or type(v) is list)
+        elif type(item) is list:
+            parent[index] = item = list(item)
+            todo.extend((item, i) for i, v in enumerate(item) if type(v) is dict or type(v) is list)
+    return root[0]
 
 
 class Engine:
@@ -139,6 +150,7 @@ class Engine:
         logger: logging.Logger,
         options: HubOptions,
         on_confirm: OnConfirm,
+        on_started: Callable[[], None],
         on_finished: Callable[[], None],
     ) -> None:
         self.name = name
@@ -148,6 +160,7 @@ class Engine:
             conninfo, liveness_timeout=options.liveness_timeout, application_name=f"pghub:{name}"
         )
         self._on_confirm = on_confirm
+        self._on_started = on_started
         self._on_finished = on_finished
         self.counters = Counters()
         self.state = "new"
@@ -158,7 +171,7 @@ class Engine:
         # Shared with other threads: the command inbox, the outbox, and the wake-up socket.
         self.outbox: deque[Outgoing] = deque()
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._lock = threading.Lock()  # orders call() against the final drain in _finish()
+        self._lock = threading.RLock()  # orders call() against the wind-down in _finish()
         self._stop_requested = False
         self._done = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -179,14 +192,24 @@ class Engine:
         self._want_write = False
         self._heard_at = 0.0
         self._solo: deque[Outgoing] = deque()  # notifies retried alone after their batch failed
-        self._ever_connected = False
+        self._ever_connected = False  # a session has been announced (CONNECT sent)
         self._announce: Action | None = None  # CONNECT/RECONNECT owed once the LISTENs are in
+        self._setup_pending = False  # the new session's settings are still to be sent
 
     # --- other threads ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"pghub-{self.name}", daemon=True)
-        self._thread.start()
+        """Start the engine thread, once. Raises HubStopped once stopped."""
+        with self._lock:
+            if self._stop_requested:
+                raise HubStopped(f"hub {self.name!r} is stopped; make a new one")
+            if self._thread is not None:
+                return
+            self._on_started()  # before the thread can finish (and call on_finished)
+            self._thread = threading.Thread(
+                target=self._run, name=f"pghub-{self.name}", daemon=True
+            )
+            self._thread.start()
 
     def call(self, handler: Callable[..., None], *args: Any) -> None:
         """Run ``handler(*args)`` on the engine thread, or here if the engine has finished."""
@@ -195,7 +218,7 @@ class Engine:
                 self._inbox.append((handler, args))
                 self._wake()
                 return
-        handler(*args)
+            handler(*args)
 
     def notify(self, item: Outgoing) -> None:
         self.notify_many((item,))
@@ -218,11 +241,13 @@ class Engine:
             self._wake()
 
     def request_stop(self) -> None:
-        self._stop_requested = True
-        if self._thread is None:
-            self._finish()  # never started: nothing to wind down but the consumers
-        else:
+        with self._lock:  # against a start() in another thread
+            self._stop_requested = True
+            started = self._thread is not None
+        if started:
             self._wake()
+        else:
+            self._finish()  # never started: nothing to wind down but the consumers
 
     def on_engine_thread(self) -> bool:
         return self._thread is threading.current_thread()
@@ -252,19 +277,8 @@ class Engine:
                 return
             if self._phase == _READY and self._command is None:
                 self._send_next()
-            rlist: list[Any] = [self._wake_r]
-            wlist: list[Any] = []
             session = self._session
-            if session is not None:
-                if self._phase == _CONNECTING and self._poll_for == "write":
-                    wlist.append(session)
-                else:
-                    rlist.append(session)
-                    if self._want_write:
-                        wlist.append(session)
-            readable, writable, _ = select.select(rlist, wlist, [], self._timeout())
-            if self._wake_r in readable:
-                self._clear_wake()
+            readable, writable = self._wait(session)
             if session is not None and session is self._session:
                 try:
                     if self._phase == _CONNECTING:
@@ -273,11 +287,36 @@ class Engine:
                     else:
                         if writable:
                             self._flush(session)
-                        if session in readable:
+                        if readable:
                             self._receive(session)
                 except SessionLost as exc:
                     self._lose_session(str(exc))
             self._check_deadlines()
+
+    def _wait(self, session: Session | None) -> tuple[bool, bool]:
+        """Wait for the session's socket, a wake-up or the next deadline: (readable, writable).
+
+        poll(), not select(): a process with many open files gives sockets numbers past 1024.
+        """
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        fd = -1
+        if session is not None:
+            fd = session.fileno()
+            if self._phase == _CONNECTING:
+                mask = select.POLLOUT if self._poll_for == "write" else select.POLLIN
+            else:
+                mask = select.POLLIN | (select.POLLOUT if self._want_write else 0)
+            poller.register(fd, mask)
+        readable = writable = False
+        for ready_fd, events in poller.poll(self._timeout() * 1000):
+            if ready_fd == fd:
+                # An error or a hang-up is read as readable: libpq then says what happened.
+                readable = bool(events & (select.POLLIN | select.POLLERR | select.POLLHUP))
+                writable = bool(events & select.POLLOUT)
+            else:
+                self._clear_wake()
+        return readable, writable
 
     def _may_finish(self) -> bool:
         if self._phase != _READY:
@@ -340,18 +379,22 @@ class Engine:
         self.counters.connects += 1
         if self._ever_connected:
             self.counters.reconnects += 1
-        self._ever_connected = True
-        self._announce = Action.RECONNECT if self.state == "disconnected" else Action.CONNECT
+        self._announce = Action.RECONNECT if self._ever_connected else Action.CONNECT
+        self._setup_pending = True
         self.log.info("pghub hub %r: connected (backend pid %s)", self.name, self.backend_pid)
 
     def _connect_failed(self, reason: str) -> None:
         self._close_session()
         self.counters.connect_failures += 1
+        if self._stop_requested:
+            self._phase = _IDLE
+            return
         if not self._ever_connected and not self.options.retry_first_connect:
             self.log.error("pghub hub %r: cannot connect: %s", self.name, reason)
             if not self.first_connect.done():
                 self.first_connect.set_exception(ConnectFailed(f"cannot connect: {reason}"))
             self._stop_requested = True
+            self._phase = _IDLE
             return
         delay = self._backoff.next_delay()
         self.log.warning(
@@ -373,16 +416,22 @@ class Engine:
 
     def _lose_session(self, reason: str) -> None:
         """The session broke (or went silent): tell everyone, then reconnect."""
-        self.log.warning("pghub hub %r: connection lost: %s", self.name, reason)
         self._close_session()
-        self.counters.disconnects += 1
         command, self._command = self._command, None
         if command is not None and command.kind == "notify":
             if command.sent:
                 self._fail(command.batch)  # it may or may not have committed: never resent
+            elif command.alone:
+                self._solo.appendleft(command.batch[0])  # the server never had it
             else:
-                self.outbox.extendleft(reversed(command.batch))  # the server never had it
+                self.outbox.extendleft(reversed(command.batch))
         self._subs.lost()
+        if not self._ever_connected:  # lost before it was ready: the connection failed
+            self._announce = None
+            self._connect_failed(reason)
+            return
+        self.log.warning("pghub hub %r: connection lost: %s", self.name, reason)
+        self.counters.disconnects += 1
         if self._announce is None:  # consumers had been told we were connected
             for consumer in self.consumers:
                 if consumer.told_connect:
@@ -414,6 +463,13 @@ class Engine:
         # This holds while stopping too: stop() sends what was queued before it.
         ready = len(self.outbox)
         self._take_inbox()
+        if self._setup_pending:
+            # A DBA's idle_session_timeout would end the listening session whenever it is
+            # quiet; the probe keeps it from looking idle to us, not to the server.
+            self._setup_pending = False
+            self._command = _Command("setup", deadline)
+            self._start(b"SET idle_session_timeout = 0", None)
+            return
         listen, unlisten = self._subs.changes()
         if listen or unlisten:
             statements = [f'LISTEN "{c}"' for c in listen]
@@ -424,7 +480,8 @@ class Engine:
         if self._announce is not None:
             self._announce_connected([])
         if self._solo or ready:
-            if self._solo:
+            alone = bool(self._solo)
+            if alone:
                 batch = [self._solo.popleft()]
             else:
                 self.counters.send_queue_high_water = max(
@@ -435,7 +492,7 @@ class Engine:
                     min(ready, self.options.batch_max_notifies),
                     self.options.batch_max_chars,
                 )
-            self._command = _Command("notify", deadline, batch=batch)
+            self._command = _Command("notify", deadline, batch=batch, alone=alone)
             query, params = notify_statement(batch)
             self._start(query, params)
             return
@@ -462,14 +519,20 @@ class Engine:
         self._heard_at = time.monotonic()
         notifies = session.notifies()
         if notifies:
-            self._route(notifies)
+            try:
+                self._route(notifies)
+            except Exception:  # a bug here must not end the hub: say so and keep draining
+                self.log.exception("pghub hub %r: %d notifications lost", self.name, len(notifies))
         if finished and self._command is not None:
             command, self._command = self._command, None
             self._complete(command, session.results())
 
     def _complete(self, command: _Command, results: list[CommandError | None]) -> None:
         errors = [r for r in results if r is not None]
-        if command.kind == "subs":
+        if command.kind == "setup" and errors:
+            # A server without the setting (or that forbids it) keeps its own: not fatal.
+            self.log.info("pghub hub %r: session setup: %s", self.name, errors[0].message)
+        elif command.kind == "subs":
             if errors:
                 self.counters.listen_failures += len(command.listen)
                 self.counters.unlisten_failures += len(command.unlisten)
@@ -510,6 +573,7 @@ class Engine:
     def _announce_connected(self, told: list[tuple[BaseConsumer, str]]) -> None:
         action, self._announce = self._announce, None
         assert action is not None
+        self._ever_connected = True
         self.state = "connected"
         self._backoff.reset()
         for consumer in self.consumers:
@@ -611,21 +675,26 @@ class Engine:
     # --- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        self.state = "stopping"
+        # Under the lock from here: once _done is set, call() runs commands on the caller's
+        # thread, and they must not interleave with this (the lock is reentrant, for the
+        # confirm callbacks run here that call back into the hub).
         with self._lock:
+            if self._done:
+                return  # stop() before start(), twice or from two threads at once
             self._done = True
-        self._close_session()
-        self._phase = _IDLE
-        command, self._command = self._command, None
-        if command is not None and command.kind == "notify":
-            self._fail(command.batch)
-        self._fail(self._drain(self._solo))
-        self._fail(self._drain(self.outbox))
-        self._take_inbox()  # commands that came in before _done was set
-        for consumer in self.consumers:
-            consumer.mailbox.put_advisory(Advisory(Action.STOP, final=True))
-        self.consumers.clear()
-        self._subs.lost()
+            self.state = "stopping"
+            self._close_session()
+            self._subs.lost()
+            self._phase = _IDLE
+            command, self._command = self._command, None
+            if command is not None and command.kind == "notify":
+                self._fail(command.batch)
+            self._fail(self._drain(self._solo))
+            self._fail(self._drain(self.outbox))
+            self._take_inbox()  # commands that came in before _done was set
+            for consumer in self.consumers:
+                consumer.mailbox.put_advisory(Advisory(Action.STOP, final=True))
+            self.consumers.clear()
         self._wake_r.close()
         self._wake_w.close()
         if not self.first_connect.done():

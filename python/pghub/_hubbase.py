@@ -81,13 +81,15 @@ class HubBase:
             logger=self.log,
             options=self.options,
             on_confirm=self._confirmed,
+            on_started=lambda: _stats.register(self),
             on_finished=lambda: _stats.retire(self),
         )
         self._consumers: list[BaseConsumer] = []
         self._consumers_lock = threading.Lock()
+        # Consumer threads or tasks now in stop(wait=True): stop() does not wait for those.
+        self._stoppers: set[object] = set()
         self._gone = {"delivered": 0, "callback_errors": 0, "dropped": 0, "high_water": 0}
         self._groups = itertools.count(1)
-        self._started = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._engine.state}>"
@@ -98,18 +100,6 @@ class HubBase:
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
         raise NotImplementedError
-
-    def _mark_started(self) -> bool:
-        """True the first time; raises once the hub has been stopped."""
-        from .errors import HubStopped
-
-        if self._engine.finished.is_set() or self._engine._stop_requested:
-            raise HubStopped(f"hub {self.name!r} is stopped; make a new one")
-        if self._started:
-            return False
-        self._started = True
-        _stats.register(self)
-        return True
 
     def _adopt(self, consumer: BaseConsumer, channels: list[str]) -> None:
         """Register a new consumer with the engine, folding away the figures of closed ones."""

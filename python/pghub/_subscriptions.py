@@ -85,10 +85,10 @@ class Subscriptions(Generic[C]):
         return to_tell
 
     def refused(self, listened: list[str], unlistened: list[str]) -> None:
-        """The server refused the changes: none took effect. Refused LISTENs wait for a new
-        session rather than being retried in a loop."""
+        """The server refused the changes: none took effect. They wait for a new session
+        rather than being retried in a loop."""
         self._in_flight.difference_update(listened, unlistened)
-        self._failed.update(listened)
+        self._failed.update(listened, unlistened)
 
     def lost(self) -> None:
         """The session is gone: nothing is listened to any more, nothing is in flight."""

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import inspect
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -50,8 +50,18 @@ class AsyncConsumer(BaseConsumer):
 
     async def wait_closed(self) -> None:
         """Wait until the final advisory has been delivered."""
-        if self._task is not None and self._task is not asyncio.current_task():
-            await asyncio.shield(self._task)
+        await self._wait_done(())
+
+    async def _wait_done(self, stoppers: Container[object]) -> None:
+        """Wait for the final advisory, unless this task is the waiter, is itself waiting in
+        ``stop()``, or runs on another loop (where it cannot be awaited)."""
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return
+        if task.get_loop() is not asyncio.get_running_loop():
+            return
+        while not task.done() and task not in stoppers:
+            await asyncio.wait({task}, timeout=0.05)
 
     async def _run(self, callback: Callable[[Event], Any]) -> None:
         while True:
@@ -64,6 +74,10 @@ class AsyncConsumer(BaseConsumer):
                     result = callback(event)
                     if inspect.isawaitable(result):
                         await result
+                except asyncio.CancelledError:
+                    if _being_cancelled():
+                        raise
+                    self._failed(event)  # the callback's own (it awaited something cancelled)
                 except Exception:
                     self._failed(event)
                 if self._done_with(event):
@@ -147,26 +161,27 @@ class Subscription:
 class AsyncHub(HubBase):
     """A hub for asyncio programs, with the semantics of :class:`pghub.Hub`."""
 
-    _loop: asyncio.AbstractEventLoop | None = None
-
     async def start(self) -> None:
         """Start the hub (see :meth:`pghub.Hub.start`)."""
-        self._loop = asyncio.get_running_loop()
-        if self._mark_started():
-            self._engine.start()
+        self._engine.start()
         if not self.options.retry_first_connect:
             await asyncio.wrap_future(self._engine.first_connect)
 
     async def stop(self, wait: bool = True) -> None:
         """Stop (see :meth:`pghub.Hub.stop`); with ``wait``, until every consumer had its STOP."""
         self._engine.request_stop()
-        if wait:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self._engine.finished.wait)
+        if not wait:
+            return
+        me = asyncio.current_task()
+        self._stoppers.add(me)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._engine.finished.wait)
             for consumer in list(self._consumers):
                 if isinstance(consumer, AsyncConsumer):
-                    await consumer.wait_closed()
+                    await consumer._wait_done(self._stoppers)
             await asyncio.sleep(0)  # let confirmations scheduled by the engine run
+        finally:
+            self._stoppers.discard(me)
 
     async def __aenter__(self) -> AsyncHub:
         await self.start()
@@ -254,13 +269,20 @@ class AsyncHub(HubBase):
         return future
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
-        loop = self._loop
-        if loop is None:  # stopped before it was started: no loop has seen these futures
-            for item in items:
-                item.confirm.get_loop().call_soon_threadsafe(_resolve, [item], ok)
-            return
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
-            loop.call_soon_threadsafe(_resolve, items, ok)
+        # Each future on its own loop: notifies may come from more than one loop over a hub's
+        # life (a test suite with a loop per test, a second thread with a loop of its own).
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outgoing]] = {}
+        for item in items:
+            by_loop.setdefault(item.confirm.get_loop(), []).append(item)
+        for loop, mine in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
+                loop.call_soon_threadsafe(_resolve, mine, ok)
+
+
+def _being_cancelled() -> bool:
+    """Whether this task has been asked to cancel (Python 3.11+; on 3.10, assume it has)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _resolve(items: list[Outgoing], ok: bool) -> None:

@@ -26,8 +26,7 @@ class Hub(HubBase):
     def start(self) -> None:
         """Start the hub. Unless ``retry_first_connect``, wait for the first connection and
         raise :class:`pghub.ConnectFailed` if it fails (the hub is then stopped)."""
-        if self._mark_started():
-            self._engine.start()
+        self._engine.start()
         if not self.options.retry_first_connect:
             self._engine.first_connect.result()
 
@@ -35,18 +34,24 @@ class Hub(HubBase):
         """Stop: send what is queued if connected, fail the rest, give every consumer its STOP.
 
         With ``wait``, return once every pending notify is confirmed one way or the other and
-        every consumer has had its STOP (except the calling consumer's own, when called from
-        a callback: that one follows when the callback returns). From a ``confirm`` callback,
-        which runs on the hub's engine thread, it does not wait. Idempotent.
+        every consumer has had its STOP (except those of consumers whose callbacks are in
+        ``stop()`` themselves, the caller's own included: theirs follow when their callbacks
+        return). From a ``confirm`` callback, which runs on the hub's engine thread, it does
+        not wait. Idempotent.
         """
         engine = self._engine
         engine.request_stop()
         if not wait or engine.on_engine_thread():
             return  # a confirm callback cannot wait for the thread it runs on
-        engine.finished.wait()
-        for consumer in list(self._consumers):
-            if isinstance(consumer, Consumer):
-                consumer.join()
+        me = threading.current_thread()
+        self._stoppers.add(me)
+        try:
+            engine.finished.wait()
+            for consumer in list(self._consumers):
+                if isinstance(consumer, Consumer):
+                    consumer._wait_done(self._stoppers)
+        finally:
+            self._stoppers.discard(me)
 
     def __enter__(self) -> Hub:
         self.start()
@@ -95,12 +100,12 @@ class Hub(HubBase):
         """Send a batch of ``(topic, key, value)`` events together. Nothing is queued unless
         every event is valid; ``confirm`` is called once: True when every event committed."""
         items = self._outgoing_many(events, None)
-        if confirm is not None and not items:
-            confirm(True)  # nothing to send, nothing that failed
-        elif confirm is not None:
+        if confirm is not None and items:
             whole = _WholeBatch(len(items), confirm)
             items = [item._replace(confirm=whole.one) for item in items]
-        self._engine.notify_many(items)
+        self._engine.notify_many(items)  # raises HubStopped after stop(), even for no events
+        if confirm is not None and not items:
+            confirm(True)  # nothing to send, nothing that failed
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
         for item in items:

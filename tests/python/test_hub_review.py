@@ -1,9 +1,9 @@
 """A review of the hub's implementation: interleavings and inputs that the other suites miss.
 
-Tests marked ``xfail(strict=True)`` demonstrate a real bug (the reason names the place and
-the interleaving); the rest pin behaviour that was checked and found sound. Every wait is
-bounded, and a test that would leave threads blocked for ever (a demonstrated deadlock) uses
-daemon threads and no teardown that waits on them.
+Each test pins behaviour that a review of the hub checked: some found sound as written, the
+others once demonstrated a bug (a race, a deadlock, a crash of the engine thread) and now guard
+its fix. Every wait is bounded, and a test that would leave threads blocked for ever (a
+deadlock) uses daemon threads and no teardown that waits on them.
 """
 
 from __future__ import annotations
@@ -48,12 +48,6 @@ def nested_list(depth: int) -> str:
 # --- poison input must never kill the engine ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_engine.py:_route/_json_copy: a value nested ~500 deep decodes, but copying it for "
-    "a second consumer recurses past the recursion limit; RecursionError is not caught, the "
-    "engine thread dies and the hub stops for good",
-)
 def test_a_deeply_nested_payload_on_a_shared_channel_does_not_stop_the_hub(
     dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
 ) -> None:
@@ -159,12 +153,6 @@ def high_descriptors() -> Iterator[None]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_engine.py:_loop uses select.select, which refuses descriptors >= FD_SETSIZE "
-    "(1024): in a process with many open files the engine thread dies on its first select "
-    "and start() raises HubStopped",
-)
 def test_the_hub_works_when_its_sockets_are_numbered_above_1024(
     dsn: str, conn: psycopg.Connection[Any], high_descriptors: None
 ) -> None:
@@ -183,11 +171,6 @@ def test_the_hub_works_when_its_sockets_are_numbered_above_1024(
 # --- stopping from callbacks ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.py:Hub.stop joins every other consumer's thread: two callbacks that each "
-    "call stop(wait=True) wait for each other's thread for ever",
-)
 def test_two_callbacks_that_both_stop_the_hub_do_not_deadlock(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
@@ -252,12 +235,6 @@ def test_one_callback_stopping_the_hub_and_another_closing_itself(
 # --- the end of a hub against consumers closed from other threads -----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_engine.py:_finish iterates self.consumers after setting _done; a close() that "
-    "arrives meanwhile runs close_consumer on the caller's thread and deletes from the dict "
-    "being iterated: RuntimeError on the engine thread, finished never set, stop() hangs",
-)
 def test_closing_consumers_while_the_hub_stops_does_not_kill_its_end(dsn: str) -> None:
     # The first consumer's STOP is put first; its callback closes the others while the engine
     # is still handing out STOPs. A short switch interval lets the threads interleave.
@@ -286,12 +263,6 @@ def test_closing_consumers_while_the_hub_stops_does_not_kill_its_end(dsn: str) -
 # --- asyncio ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aio.py:AsyncConsumer._run catches Exception only: a callback whose await raises "
-    "CancelledError (a cancelled future it awaited) ends the consumer's task; later events "
-    "are never delivered and stop() raises CancelledError from wait_closed",
-)
 def test_an_async_callback_raising_cancelled_error_does_not_end_delivery(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
@@ -483,13 +454,6 @@ def test_subscribe_while_disconnected_is_announced_after_the_reconnect(
 # --- the first connection ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_engine.py:_advance_connect sets _ever_connected when libpq connects, but start() "
-    "waits for first_connect, resolved only after the LISTENs: a session lost in between "
-    "(and a server away from then on) makes _connect_failed retry for ever, so start() with "
-    "retry_first_connect=False never returns nor raises ConnectFailed",
-)
 def test_start_does_not_hang_when_the_first_session_dies_before_its_listens(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
@@ -533,12 +497,6 @@ def test_start_does_not_hang_when_the_first_session_dies_before_its_listens(
         assert cut.is_set(), "the session was never seen running its LISTENs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aio.py:AsyncHub._confirmed resolves every future on the loop start() ran on: once "
-    "that loop has closed, a notify made on another loop is never answered; and stop() "
-    "awaits wait_closed on consumer tasks the closed loop cancelled, raising CancelledError",
-)
 def test_an_async_hub_outliving_its_first_loop_answers_and_stops_on_the_next(dsn: str) -> None:
     # As with a session-wide hub in a test suite that runs each test on a loop of its own.
     hub = pghub.AsyncHub(dsn)
@@ -565,11 +523,6 @@ def test_an_async_hub_outliving_its_first_loop_answers_and_stops_on_the_next(dsn
     assert asyncio.run(second()) == (True, "stopped")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.py:Hub.notify_many calls confirm(True) for an empty batch before "
-    "engine.notify_many checks for a stopped hub: the caller gets confirm(True) and HubStopped",
-)
 def test_notify_many_of_nothing_after_stop(dsn: str) -> None:
     hub = pghub.Hub(dsn)
     within(15, hub.start)
@@ -583,12 +536,6 @@ def test_notify_many_of_nothing_after_stop(dsn: str) -> None:
     assert answers == [], "confirm(True) was called although notify_many raised HubStopped"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_session.py:session_conninfo adds keepalives but not idle_session_timeout=0: where "
-    "a DBA set idle_session_timeout (ALTER DATABASE/ROLE SET), the server ends the listening "
-    "session, idle by design, every time it runs out; each loss drops the events sent meanwhile",
-)
 def test_idle_session_timeout_does_not_cut_the_listening_session(
     dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
 ) -> None:
@@ -603,11 +550,6 @@ def test_idle_session_timeout_does_not_cut_the_listening_session(
     assert rec.count(Action.DISCONNECT) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aio.py:AsyncHub.stop awaits wait_closed on every other consumer's task: two async "
-    "callbacks that each await hub.stop() wait for each other for ever",
-)
 def test_two_async_callbacks_that_both_stop_the_hub_do_not_deadlock(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
