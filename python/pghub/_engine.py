@@ -4,8 +4,9 @@ Both :class:`pghub.Hub` and :class:`pghub.AsyncHub` run on this one implementati
 only in how a consumer runs its callback (a thread, or a task on the event loop) and how a
 notify's confirmation reaches the caller.
 
-The engine never blocks on anything but its select loop, so it always drains the socket (the
-server's notification queue is shared by the whole cluster) and every wait has a deadline:
+The engine blocks on nothing but its poll loop (and libpq's host name lookup when it connects),
+so it always drains the socket (the server's notification queue is shared by the whole
+cluster) and every wait has a deadline:
 connecting (``connect_timeout``), any command in flight and the silence of a half-open peer
 (``liveness_timeout``), and the backoff between attempts. Other threads talk to it through
 ``call()`` (commands) and the outbox (notifies), and wake it through a socket pair.
@@ -180,7 +181,7 @@ class Engine:
         self._wake_pending = False
         self._thread: threading.Thread | None = None
 
-        # Engine thread only.
+        # The engine thread's (once it has finished, call() runs commands elsewhere, under _lock).
         self.consumers: dict[BaseConsumer, None] = {}  # insertion-ordered set
         self._subs: Subscriptions[BaseConsumer] = Subscriptions()
         self._backoff = Backoff(options.reconnect_delay, options.reconnect_max_delay)
