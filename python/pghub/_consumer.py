@@ -53,6 +53,7 @@ class BaseConsumer:
         self._closed = False
         self.mailbox = Mailbox(queue_size, overflow, self._wake)
         self.told_connect = False  # the engine's: this consumer knows the hub is connected
+        self.finished = False  # its final advisory has been delivered: nothing more happens
         self.delivered = 0
         self.callback_errors = 0
 
@@ -104,6 +105,7 @@ class BaseConsumer:
             return False
         if event.value.final:
             self._closed = True
+            self.finished = True
             return True
         return False
 

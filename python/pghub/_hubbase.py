@@ -106,7 +106,7 @@ class HubBase:
         with self._consumers_lock:  # consumers are made from any thread, callbacks included
             live = []
             for c in self._consumers:
-                if c.closed and not c.mailbox:
+                if c.finished:
                     self._retire_consumer(c)
                 else:
                     live.append(c)

@@ -129,6 +129,7 @@ class Subscription:
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+            self._consumer.finished = True  # nobody reads it any more: its hub may forget it
 
     def __aiter__(self) -> Subscription:
         return self

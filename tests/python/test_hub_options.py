@@ -182,3 +182,20 @@ def test_stop_sends_what_was_queued_before_it_subscriptions_first(dsn: str) -> N
             hub.notify("at_exit", [i])
         assert [e.key for e in rec.events()] == [(i,)], rec.describe()
         rec.assert_final_last(Action.STOP)
+
+
+def test_closed_consumers_are_forgotten_but_their_figures_kept(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn)
+    for i in range(100):
+        rec = Recorder()
+        consumer = hub.consumer(rec, "churn")
+        rec.wait_advisory(Action.SUBSCRIBE, "churn")
+        hub.notify("churn", [i])
+        rec.wait_events(1)
+        consumer.close()
+        rec.wait_final()
+    hub.consumer(Recorder())  # a new consumer folds the finished ones away
+    assert len(hub._consumers) <= 2  # no list that grows with every consumer ever made
+    stats = hub.stats()
+    assert stats.events_delivered == 100
+    assert stats.consumers == 1
