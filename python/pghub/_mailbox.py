@@ -16,6 +16,8 @@ from .events import Action, Advisory, Event
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("drop_oldest", "drop_newest")
+_DISCONNECT = Advisory(Action.DISCONNECT)
+_RECONNECT = Advisory(Action.RECONNECT)
 
 
 class Mailbox:
@@ -72,14 +74,26 @@ class Mailbox:
 
     def put_advisory(self, advisory: Advisory) -> None:
         """Queue an advisory; never dropped. CLOSE first discards the events still queued
-        (STOP, the other final one, comes after them)."""
+        (STOP, the other final one, comes after them). A DISCONNECT that finds an undelivered
+        DISCONNECT, RECONNECT at the end of the queue takes back that RECONNECT instead: a
+        consumer that does not keep up with a flapping connection hears of it once, and its
+        queue does not grow with every reconnect."""
         event = Event(None, (), advisory)
         with self._lock:
-            was_empty = not self._items
+            items = self._items
+            was_empty = not items
             if advisory.action is Action.CLOSE:
-                self._items.clear()  # a closed consumer receives nothing more than its CLOSE
+                items.clear()  # a closed consumer receives nothing more than its CLOSE
                 self._lost = 0
-            self._items.append(event)
+            elif (
+                advisory.action is Action.DISCONNECT
+                and len(items) >= 2
+                and items[-1].value == _RECONNECT
+                and items[-2].value == _DISCONNECT
+            ):
+                items.pop()
+                return
+            items.append(event)
         if was_empty:
             self._wake()
 

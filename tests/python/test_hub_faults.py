@@ -552,6 +552,8 @@ def test_confirmed_notifies_were_delivered_despite_resets(
         for i in range(start, start + 100):
             hub.notify("survive", [i], confirm=confirm(i))
         wait_until(lambda s=start: answered(s, s + 100), timeout=20, what="the calm notifies")
+        if round_:  # told of the last reset's RECONNECT (else the next DISCONNECT folds into it)
+            rec.wait_advisory(Action.RECONNECT, count=round_)
         for i in range(start + 100, start + 150):
             hub.notify("survive", [i], confirm=confirm(i))
         proxy.reset()

@@ -206,3 +206,17 @@ def test_backoff_rejects_bad_bounds() -> None:
         Backoff(0, 1)
     with pytest.raises(ValueError, match="cap"):
         Backoff(2, 1)
+
+
+def test_mailbox_folds_a_flapping_connection_into_one_disconnect_reconnect() -> None:
+    box = Mailbox(5, "drop_oldest", lambda: None)
+    box.put_events(_events(1))
+    for _ in range(1000):  # the consumer is stuck while the link flaps
+        box.put_advisory(Advisory(Action.DISCONNECT))
+        box.put_advisory(Advisory(Action.RECONNECT))
+    items, _ = box.take()
+    assert [e.value.action for e in list(items)[1:]] == [Action.DISCONNECT, Action.RECONNECT]
+    box.put_advisory(Advisory(Action.DISCONNECT))  # delivered already: nothing to fold into
+    box.put_advisory(Advisory(Action.RECONNECT))
+    items, _ = box.take()
+    assert [e.value.action for e in items] == [Action.DISCONNECT, Action.RECONNECT]
