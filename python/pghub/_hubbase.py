@@ -134,15 +134,16 @@ class HubBase:
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
         return Outgoing(channel(topic), encode_payload(key, value), group, confirm)
 
-    def _outgoing_many(self, events: Iterable[EventLike], confirm: Any) -> list[Outgoing]:
-        """Validate and encode a whole batch before any of it is queued."""
+    def _outgoing_many(self, events: Iterable[EventLike]) -> list[Outgoing]:
+        """Validate and encode a whole batch before any of it is queued (no confirm yet:
+        each hub attaches its own)."""
         group = next(self._groups)
         items = []
         for event in events:
             topic, key, value = event
             if topic is None:
                 raise ValueError("an advisory cannot be sent")
-            items.append(self._outgoing(topic, key, value, group, confirm))
+            items.append(self._outgoing(topic, key, value, group, None))
         return items
 
     def stats(self) -> HubStats:

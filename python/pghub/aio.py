@@ -248,7 +248,7 @@ class AsyncHub(HubBase):
         self, events: Iterable[EventLike], *, confirm: Callable[[bool], Any] | None = None
     ) -> asyncio.Future[bool]:
         """Send a batch together; the future is True once every event is committed."""
-        items = [i._replace(confirm=self._future(None)) for i in self._outgoing_many(events, None)]
+        items = [i._replace(confirm=self._future(None)) for i in self._outgoing_many(events)]
         futures: list[asyncio.Future[bool]] = [i.confirm for i in items]
         self._engine.notify_many(items)
         done = self._future(confirm)

@@ -99,7 +99,7 @@ class Hub(HubBase):
     def notify_many(self, events: Iterable[EventLike], *, confirm: Confirm | None = None) -> None:
         """Send a batch of ``(topic, key, value)`` events together. Nothing is queued unless
         every event is valid; ``confirm`` is called once: True when every event committed."""
-        items = self._outgoing_many(events, None)
+        items = self._outgoing_many(events)
         if confirm is not None and items:
             whole = _WholeBatch(len(items), confirm)
             items = [item._replace(confirm=whole.one) for item in items]
