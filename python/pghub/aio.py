@@ -64,6 +64,16 @@ class AsyncConsumer(BaseConsumer):
             await asyncio.wait({task}, timeout=0.05)
 
     async def _run(self, callback: Callable[[Event], Any]) -> None:
+        try:
+            await self._deliver(callback)
+        finally:
+            if not self.finished:
+                # Its task was cancelled (shutdown code cancelling every task, asyncio.run at
+                # its end): nobody reads its queue any more, so it must not stay subscribed.
+                self.close()
+                self.finished = True
+
+    async def _deliver(self, callback: Callable[[Event], Any]) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -103,6 +113,17 @@ class Subscription:
     async def __aenter__(self) -> Subscription:
         consumer = self._hub._make_consumer(None, [], **self._kw)
         self._consumer = consumer
+        try:
+            await self._enter(consumer)
+        except BaseException:
+            # Cancelled (or failed) before the block was entered: __aexit__ will not run, and
+            # a consumer nobody reads would stay subscribed, fill up and outlive stop().
+            self.close()
+            raise
+        return self
+
+    async def _enter(self, consumer: AsyncConsumer) -> None:
+        """Wait until every topic is listened to (or the final advisory), keeping what came."""
         consumer.subscribe(*self._channels)
         waiting = set(self._channels)
         held: list[Event] = []
@@ -116,7 +137,6 @@ class Subscription:
                 break
             held.append(event)
         self._buffer.extendleft(reversed(held))
-        return self
 
     async def __aexit__(
         self,

@@ -1,0 +1,289 @@
+"""AsyncHub under task cancellation: nothing leaks, nothing is lost, nothing runs twice.
+
+Hundreds of tasks are cancelled at random points (entering a subscription, awaiting a notify,
+starting the hub, inside consumer callbacks), with the server up, refusing, or absent; then
+the test counts what is left: consumers (``stats().consumers`` and the engine's own set),
+LISTENs (``stats().listens - stats().unlistens`` on one session), confirm callbacks per notify
+(exactly one each), and reports to the loop's exception handler (none).
+
+Each test runs its coroutine with ``asyncio.run`` under an ``asyncio.wait_for`` bound, and
+every wait inside is bounded too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from faultproxy import FaultProxy
+from hubkit import AsyncRecorder
+
+import pghub
+from pghub import Action, Event
+
+T = TypeVar("T")
+TASKS = 300
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float = 10.0) -> T:
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    with FaultProxy(lifetime=120) as p:
+        yield p
+
+
+class LoopWatch:
+    """Collects whatever reaches the running loop's exception handler."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(self._report)
+
+    def _report(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.reports.append(context)
+
+    async def assert_silent(self) -> None:
+        # "Future exception was never retrieved" and "Task was destroyed but it is pending"
+        # are reported when the object is collected: collect, and let callbacks run.
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0.01)
+        shown = [f"{c.get('message')}: {c.get('exception')!r}" for c in self.reports]
+        assert not self.reports, f"{len(self.reports)} reports to the loop: {shown[:5]}"
+
+
+async def settle(
+    what: str, check: Callable[[], bool], show: Callable[[], Any], timeout: float = 5.0
+) -> None:
+    """Wait until ``check()`` holds, or fail saying what was seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; seen {show()}")
+        await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    """A TCP port on which nothing listens (bound, then closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_consumers(hub: pghub.AsyncHub) -> int:
+    return len(hub._engine.consumers)
+
+
+def listened(hub: pghub.AsyncHub) -> int:
+    """LISTENs in effect, on a hub that has had one session."""
+    s = hub.stats()
+    return s.listens - s.unlistens
+
+
+async def leftovers_settle(hub: pghub.AsyncHub, consumers: int, timeout: float = 5.0) -> None:
+    """Wait until the hub and its engine hold exactly ``consumers`` consumers."""
+    await settle(
+        f"{consumers} consumers open",
+        lambda: hub.stats().consumers == consumers and engine_consumers(hub) == consumers,
+        lambda: (hub.stats().consumers, engine_consumers(hub)),
+        timeout,
+    )
+
+
+async def enter_and_cancel(
+    hub: pghub.AsyncHub,
+    topics: Callable[[int], tuple[str, ...]],
+    rng: random.Random,
+    longest: float = 0.03,
+) -> tuple[int, int]:
+    """TASKS tasks enter ``hub.subscription(...)``, each cancelled after a random delay of
+    up to ``longest`` seconds.
+
+    Returns (cancelled while entering, cancelled inside the block).
+    """
+    started = entered = 0
+
+    async def enter(i: int) -> None:
+        nonlocal started, entered
+        started += 1
+        async with hub.subscription(*topics(i)):
+            entered += 1
+            await asyncio.sleep(60)
+
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for i in range(TASKS):
+        task = asyncio.create_task(enter(i))
+        loop.call_later(rng.uniform(0, longest), task.cancel)
+        tasks.append(task)
+        if i % 10 == 9:  # tasks start over a while, so cancels meet them at every stage
+            await asyncio.sleep(rng.uniform(0, 0.002))
+    results = await bounded(asyncio.gather(*tasks, return_exceptions=True))
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    return started - entered, entered
+
+
+def topics_of(i: int) -> tuple[str, ...]:
+    """Channels shared with others (one of them with a live consumer), and one of its own."""
+    return (f"t{i % 40}", f"own{i}") if i % 2 else (f"t{i % 40}",)
+
+
+# --- entering a subscription ----------------------------------------------------------------
+
+
+def test_cancelled_while_entering_a_subscription_on_a_connected_hub_leaves_nothing(
+    dsn: str,
+) -> None:
+    async def main() -> None:
+        watch = LoopWatch()
+        keeper = AsyncRecorder("keeper")
+        async with pghub.AsyncHub(dsn) as hub:
+            hub.consumer(keeper, "t0")
+            await keeper.wait_advisory(Action.SUBSCRIBE, "t0")
+            entering, inside = await enter_and_cancel(hub, topics_of, random.Random(9), 0.004)
+            assert entering > TASKS // 10, (entering, inside)  # the case under test happened
+            await leftovers_settle(hub, 1)
+            # Every channel only the cancelled tasks wanted is UNLISTENed again.
+            await settle("only t0 listened to", lambda: listened(hub) == 1, hub.stats)
+            # Nothing is routed to a cancelled task's consumer any more.
+            for i in range(1, 40):
+                await bounded(hub.notify(f"t{i}", [i]))
+            await bounded(hub.notify("t0", [0]))
+            assert await keeper.wait_events(1) == [Event("t0", (0,), None)]
+            assert hub.stats().events_received == 1
+            assert hub.stats().connects == 1
+        assert hub.stats().consumers == 0
+        keeper.assert_final_last(Action.STOP)
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_cancelled_while_entering_with_the_server_refusing_leaves_nothing(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+
+    async def main() -> None:
+        watch = LoopWatch()
+        keeper = AsyncRecorder("keeper")
+        hub = pghub.AsyncHub(
+            proxy.dsn(dsn), retry_first_connect=True, reconnect_delay=0.05, reconnect_max_delay=0.1
+        )
+        await hub.start()
+        try:
+            hub.consumer(keeper, "t0")
+            entering, inside = await enter_and_cancel(hub, topics_of, random.Random(10))
+            assert (entering, inside) == (TASKS, 0)  # nobody can enter without the server
+            await leftovers_settle(hub, 1)
+            proxy.accept()
+            await keeper.wait_advisory(Action.SUBSCRIBE, "t0", timeout=10)
+            # The first session LISTENs to what the keeper wants and nothing else.
+            assert hub.stats().listens == 1, hub.stats()
+            assert hub.stats().consumers == 1
+        finally:
+            await bounded(hub.stop())
+        assert hub.stats().consumers == 0
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_cancelled_while_entering_with_nothing_listening_leaves_nothing(dsn: str) -> None:
+    async def main() -> None:
+        watch = LoopWatch()
+        hub = pghub.AsyncHub(
+            f"host=127.0.0.1 port={free_port()} dbname=none connect_timeout=2",
+            retry_first_connect=True,
+            reconnect_delay=0.05,
+            reconnect_max_delay=0.1,
+        )
+        await hub.start()
+        try:
+            entering, inside = await enter_and_cancel(hub, topics_of, random.Random(11))
+            assert (entering, inside) == (TASKS, 0)
+            await leftovers_settle(hub, 0)
+        finally:
+            await bounded(hub.stop())
+        assert hub.stats().consumers == 0
+        assert hub.stats().connect_failures >= 1
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_cancelled_while_entering_after_a_disconnect_leaves_nothing(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    async def main() -> None:
+        watch = LoopWatch()
+        keeper = AsyncRecorder("keeper")
+        hub = pghub.AsyncHub(proxy.dsn(dsn), reconnect_delay=0.05, reconnect_max_delay=0.1)
+        await bounded(hub.start())
+        try:
+            hub.consumer(keeper, "t0")
+            await keeper.wait_advisory(Action.SUBSCRIBE, "t0")
+            proxy.refuse()
+            proxy.reset()
+            await keeper.wait_advisory(Action.DISCONNECT)
+            entering, inside = await enter_and_cancel(hub, topics_of, random.Random(12))
+            assert (entering, inside) == (TASKS, 0)
+            await leftovers_settle(hub, 1)
+            before = hub.stats().listens
+            proxy.accept()
+            await keeper.wait_advisory(Action.RECONNECT, timeout=10)
+            assert hub.stats().listens - before == 1, hub.stats()  # t0 alone
+            assert hub.stats().consumers == 1
+        finally:
+            await bounded(hub.stop())
+        await watch.assert_silent()
+
+    run(main())
+
+
+# --- consumer tasks ---------------------------------------------------------------------------
+
+
+def test_a_consumer_whose_task_is_cancelled_is_closed(dsn: str) -> None:
+    async def main() -> None:
+        watch = LoopWatch()
+        rng = random.Random(15)
+
+        async def slow(event: Event) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.002))
+
+        async with pghub.AsyncHub(dsn) as hub:
+            keeper = AsyncRecorder("keeper")
+            hub.consumer(keeper, "k0")
+            before = asyncio.all_tasks()
+            for i in range(TASKS):
+                hub.consumer(slow, f"k{i % 30}", f"mine{i}")
+            # Each consumer's task, as shutdown code that cancels every task would find them.
+            tasks = [t for t in asyncio.all_tasks() - before if t.get_name() == "pghub-consumer"]
+            assert len(tasks) == TASKS
+            await keeper.wait_advisory(Action.SUBSCRIBE, "k0")
+            await settle("all subscribed", lambda: listened(hub) == 30 + TASKS, hub.stats)
+            hub.notify_many([(f"k{i % 30}", [i], None) for i in range(2000)])
+            for task in tasks:
+                await asyncio.sleep(rng.uniform(0, 0.0005))
+                task.cancel()
+            await leftovers_settle(hub, 1)
+            await settle("only k0 listened to", lambda: listened(hub) == 1, hub.stats)
+        assert hub.stats().consumers == 0
+        keeper.assert_final_last(Action.STOP)
+        await watch.assert_silent()
+
+    run(main())
