@@ -7,18 +7,21 @@ consumer in a task of its own; ``notify`` returns a future of the confirmation.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._consumer import BaseConsumer, channels_of
 from ._hubbase import EventLike, HubBase
 from ._mailbox import Overflow
 from ._outbox import Outgoing
 from .events import Action, Event
+
+T = TypeVar("T")
 
 
 class AsyncConsumer(BaseConsumer):
@@ -183,10 +186,21 @@ class AsyncHub(HubBase):
     """A hub for asyncio programs, with the semantics of :class:`pghub.Hub`."""
 
     async def start(self) -> None:
-        """Start the hub (see :meth:`pghub.Hub.start`)."""
+        """Start the hub (see :meth:`pghub.Hub.start`). Cancelled before the first connection
+        (``retry_first_connect=False``), it stops the hub, as a failed first connect does:
+        ``async with hub`` runs no ``__aexit__`` then, and nobody else would stop it."""
         self._engine.start()
-        if not self.options.retry_first_connect:
-            await asyncio.wrap_future(self._engine.first_connect)
+        first_connect = self._engine.first_connect
+        if self.options.retry_first_connect:
+            return
+        if first_connect.done():  # started before: nothing to wait for, nothing to cancel
+            first_connect.result()
+            return
+        try:
+            await _wait_for_thread(first_connect)
+        except asyncio.CancelledError:
+            self._engine.request_stop()
+            raise
 
     async def stop(self, wait: bool = True) -> None:
         """Stop (see :meth:`pghub.Hub.stop`); with ``wait``, until every consumer had its STOP."""
@@ -298,6 +312,30 @@ class AsyncHub(HubBase):
         for loop, mine in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
                 loop.call_soon_threadsafe(_resolve, mine, ok)
+
+
+async def _wait_for_thread(future: concurrent.futures.Future[T]) -> T:
+    """Await a future that another thread resolves. Cancelling the wait leaves that future
+    alone (``asyncio.wrap_future`` would cancel it, and with it every other waiter's wait)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def copy() -> None:
+        if waiter.done():
+            return  # this wait was cancelled: the outcome is nobody's here
+        if future.cancelled():
+            waiter.cancel()
+        elif (error := future.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(future.result())
+
+    def resolved(_: concurrent.futures.Future[T]) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(copy)
+
+    future.add_done_callback(resolved)
+    return await waiter
 
 
 def _being_cancelled() -> bool:

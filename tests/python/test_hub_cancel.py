@@ -16,6 +16,7 @@ import asyncio
 import gc
 import random
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -284,6 +285,65 @@ def test_a_consumer_whose_task_is_cancelled_is_closed(dsn: str) -> None:
             await settle("only k0 listened to", lambda: listened(hub) == 1, hub.stats)
         assert hub.stats().consumers == 0
         keeper.assert_final_last(Action.STOP)
+        await watch.assert_silent()
+
+    run(main())
+
+
+# --- starting ----------------------------------------------------------------------------------
+
+
+def test_async_with_hub_cancelled_while_connecting_stops_the_hub(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.blackhole(new_connections=True)  # the connection hangs until resumed
+
+    async def main() -> None:
+        watch = LoopWatch()
+        hubs = [pghub.AsyncHub(proxy.dsn(dsn), connect_timeout=30) for _ in range(20)]
+
+        async def use(hub: pghub.AsyncHub) -> None:
+            async with hub:
+                await asyncio.sleep(60)
+
+        tasks = [asyncio.create_task(use(hub)) for hub in hubs]
+        await settle(
+            "every hub connecting", lambda: proxy.connections == 20, lambda: proxy.connections
+        )
+        for task in tasks:
+            task.cancel()
+        results = await bounded(asyncio.gather(*tasks, return_exceptions=True))
+        assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+        await settle(
+            "every hub stopped",
+            lambda: all(hub.state == "stopped" for hub in hubs),
+            lambda: Counter(hub.state for hub in hubs),
+        )
+        proxy.resume()  # a hub still running would now connect, and stay connected
+        await settle("no session left", lambda: proxy.connections == 0, lambda: proxy.connections)
+        assert sum(hub.stats().connects for hub in hubs) == 0
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_a_cancelled_start_does_not_cancel_another_waiter(dsn: str, proxy: FaultProxy) -> None:
+    proxy.blackhole(new_connections=True)
+
+    async def main() -> None:
+        watch = LoopWatch()
+        hub = pghub.AsyncHub(proxy.dsn(dsn), connect_timeout=30)
+        first = asyncio.create_task(hub.start())
+        second = asyncio.create_task(hub.start())
+        await settle("connecting", lambda: proxy.connections == 1, lambda: proxy.connections)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await bounded(first)
+        # The hub is stopped (as after a failed first connect): the other waiter hears that,
+        # not a CancelledError of someone else's.
+        with pytest.raises(pghub.HubStopped):
+            await bounded(second)
+        await bounded(hub.stop())
         await watch.assert_silent()
 
     run(main())
