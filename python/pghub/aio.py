@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import logging
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from types import TracebackType
@@ -22,6 +23,7 @@ from ._outbox import Outgoing
 from .events import Action, Event
 
 T = TypeVar("T")
+Confirm = Callable[[bool], Any]
 
 
 class AsyncConsumer(BaseConsumer):
@@ -270,48 +272,80 @@ class AsyncHub(HubBase):
         key: Iterable[int] | None = None,
         value: Any = None,
         *,
-        confirm: Callable[[bool], Any] | None = None,
+        confirm: Confirm | None = None,
     ) -> asyncio.Future[bool]:
         """Send an event; bad input raises here. The future's result is True once committed,
-        False if it was not sent. Awaiting it is optional."""
-        future = self._future(confirm)
-        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), future))
-        return future
+        False if it was not sent. Awaiting it is optional; ``confirm(ok)`` runs once on this
+        loop with the same answer, whether or not the future is awaited or cancelled."""
+        answer = _Answer(self, confirm, 1)
+        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer))
+        return answer.future
 
     def notify_many(
-        self, events: Iterable[EventLike], *, confirm: Callable[[bool], Any] | None = None
+        self, events: Iterable[EventLike], *, confirm: Confirm | None = None
     ) -> asyncio.Future[bool]:
-        """Send a batch together; the future is True once every event is committed."""
-        items = [i._replace(confirm=self._future(None)) for i in self._outgoing_many(events)]
-        futures: list[asyncio.Future[bool]] = [i.confirm for i in items]
-        self._engine.notify_many(items)
-        done = self._future(confirm)
-        if not futures:
-            done.set_result(True)  # nothing to send, nothing that failed
-            return done
-
-        def all_done(_: asyncio.Future[list[bool]]) -> None:
-            if not done.done():
-                done.set_result(all(f.result() for f in futures))
-
-        asyncio.gather(*futures).add_done_callback(all_done)
-        return done
-
-    def _future(self, confirm: Callable[[bool], Any] | None) -> asyncio.Future[bool]:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if confirm is not None:
-            future.add_done_callback(lambda f: confirm(f.result()))
-        return future
+        """Send a batch together; the future is True once every event is committed, and
+        ``confirm`` runs once with the same answer."""
+        items = self._outgoing_many(events)
+        answer = _Answer(self, confirm, len(items))
+        self._engine.notify_many([item._replace(confirm=answer) for item in items])
+        if not items:
+            answer.settle()  # nothing to send, nothing that failed
+        return answer.future
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
-        # Each future on its own loop: notifies may come from more than one loop over a hub's
+        # Each answer on its own loop: notifies may come from more than one loop over a hub's
         # life (a test suite with a loop per test, a second thread with a loop of its own).
-        by_loop: dict[asyncio.AbstractEventLoop, list[Outgoing]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         for item in items:
-            by_loop.setdefault(item.confirm.get_loop(), []).append(item)
-        for loop, mine in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
-                loop.call_soon_threadsafe(_resolve, mine, ok)
+            answer: _Answer = item.confirm
+            by_loop.setdefault(answer.loop, []).append(answer)
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_answer_all, answers, ok)
+            except RuntimeError:
+                # That loop is closed: nobody can await the futures any more, but each
+                # confirm callback still runs once, here on the engine's thread.
+                _answer_all(answers, ok)
+
+
+class _Answer:
+    """What one ``notify`` or ``notify_many`` call is told once each of its events has been
+    answered: its future and its ``confirm`` callback, settled apart from each other, so
+    that a cancelled future (``wait_for`` timing out on it) neither skips nor breaks the
+    callback, and nothing is set on a future that is already done."""
+
+    def __init__(self, hub: AsyncHub, confirm: Confirm | None, events: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[bool] = self.loop.create_future()
+        self._confirm = confirm
+        self._log: logging.Logger = hub.log
+        self._hub_name = hub.name
+        self._left = events
+        self._ok = True
+
+    def one(self, ok: bool) -> None:
+        """One event's answer (on the loop; on the engine's thread once the loop is closed)."""
+        self._ok = self._ok and ok
+        self._left -= 1
+        if self._left == 0:
+            self.settle()
+
+    def settle(self) -> None:
+        ok = self._ok
+        if not self.future.done() and not self.loop.is_closed():
+            self.future.set_result(ok)
+        confirm, self._confirm = self._confirm, None
+        if confirm is not None:
+            try:
+                confirm(ok)
+            except Exception:
+                self._log.exception("pghub hub %r: confirm callback raised", self._hub_name)
+
+
+def _answer_all(answers: list[_Answer], ok: bool) -> None:
+    for answer in answers:
+        answer.one(ok)
 
 
 async def _wait_for_thread(future: concurrent.futures.Future[T]) -> T:
@@ -342,10 +376,3 @@ def _being_cancelled() -> bool:
     """Whether this task has been asked to cancel (Python 3.11+; on 3.10, assume it has)."""
     cancelling = getattr(asyncio.current_task(), "cancelling", None)
     return cancelling is None or cancelling() > 0
-
-
-def _resolve(items: list[Outgoing], ok: bool) -> None:
-    for item in items:
-        future = item.confirm
-        if future is not None and not future.done():
-            future.set_result(ok)

@@ -422,3 +422,27 @@ def test_a_sleeping_async_consumer_overflows_alone(dsn: str, conn: psycopg.Conne
             assert hub.stats().overflow_drops == 1990
 
     run(main(), timeout=60)
+
+
+def test_an_async_confirm_callback_that_raises_is_logged_like_a_sync_one(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> list[dict[str, Any]]:
+        reports: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: reports.append(c))
+
+        def bad(ok: bool) -> None:
+            raise RuntimeError("confirm boom")
+
+        answers: list[bool] = []
+        async with pghub.AsyncHub(dsn) as hub:
+            assert await bounded(hub.notify("conf", [1], confirm=bad)) is True
+            await bounded(hub.notify_many([("conf", [2], None)], confirm=bad))
+            assert await bounded(hub.notify("conf", [3], confirm=answers.append)) is True
+        assert answers == [True]
+        return reports
+
+    reports = run(main())
+    assert [c.get("message") for c in reports] == []  # not left to the loop's handler
+    raised = [r for r in caplog.records if "confirm callback raised" in r.getMessage()]
+    assert len(raised) == 2

@@ -13,6 +13,7 @@ every wait inside is bounded too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import socket
@@ -347,3 +348,135 @@ def test_a_cancelled_start_does_not_cancel_another_waiter(dsn: str, proxy: Fault
         await watch.assert_silent()
 
     run(main())
+
+
+# --- confirm callbacks ------------------------------------------------------------------------
+
+
+class Confirms:
+    """confirm callbacks that count their calls per notify."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[int] = Counter()
+        self.answers: dict[int, bool] = {}
+
+    def of(self, ident: int) -> Callable[[bool], None]:
+        def confirm(ok: bool) -> None:
+            self.calls[ident] += 1
+            self.answers[ident] = ok
+
+        return confirm
+
+    async def wait(self, n: int, timeout: float = 10.0) -> None:
+        await settle(
+            f"{n} confirm callbacks",
+            lambda: len(self.calls) >= n,
+            lambda: f"{len(self.calls)} notifies confirmed, {sum(self.calls.values())} calls",
+            timeout,
+        )
+        await asyncio.sleep(0.1)  # a second call would come now
+        twice = {i: c for i, c in self.calls.items() if c != 1}
+        assert not twice, f"confirm called more than once: {list(twice.items())[:5]}"
+        assert sorted(self.calls) == list(range(n))
+
+
+async def give_up_on(future: asyncio.Future[bool], how: int, rng: random.Random) -> None:
+    """Abandon the awaited confirmation: cancel it, time out on it, or cancel its awaiter."""
+    if how == 0:
+        future.cancel()
+    elif how == 1:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(future, rng.uniform(0, 0.003))
+    else:
+
+        async def await_it() -> bool:
+            return await future
+
+        waiter = asyncio.create_task(await_it())
+        await asyncio.sleep(rng.uniform(0, 0.003))
+        waiter.cancel()  # cancels the future it awaits, unless it has finished already
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+
+
+def test_confirm_runs_once_when_awaiting_a_notify_is_cancelled_or_times_out(dsn: str) -> None:
+    async def main() -> None:
+        watch = LoopWatch()
+        rng = random.Random(13)
+        single, batches = Confirms(), Confirms()
+        async with pghub.AsyncHub(dsn) as hub:
+
+            async def one(i: int) -> None:
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                await give_up_on(hub.notify("c", [i], confirm=single.of(i)), i % 3, rng)
+
+            async def many(i: int) -> None:
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                events = [("c", [i, j], None) for j in range(5)]
+                await give_up_on(hub.notify_many(events, confirm=batches.of(i)), i % 3, rng)
+
+            await bounded(
+                asyncio.gather(*(one(i) for i in range(TASKS)), *(many(i) for i in range(100)))
+            )
+            await single.wait(TASKS)
+            await batches.wait(100)
+            # Connected all along: every one committed, and each confirm says so.
+            assert set(single.answers.values()) == {True}
+            assert set(batches.answers.values()) == {True}
+            assert hub.stats().notifies == TASKS + 500
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_confirm_runs_once_for_abandoned_notifies_the_hub_never_sent(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+
+    async def main() -> None:
+        watch = LoopWatch()
+        rng = random.Random(14)
+        single, batches = Confirms(), Confirms()
+        hub = pghub.AsyncHub(proxy.dsn(dsn), retry_first_connect=True, reconnect_delay=0.05)
+        await hub.start()
+        futures = [hub.notify("down", [i], confirm=single.of(i)) for i in range(TASKS)]
+        futures += [
+            hub.notify_many([("down", [i, 0], None)], confirm=batches.of(i)) for i in range(100)
+        ]
+        await bounded(asyncio.gather(*(give_up_on(f, i % 3, rng) for i, f in enumerate(futures))))
+        assert not single.calls  # nothing could be sent yet
+        assert not batches.calls
+        await bounded(hub.stop())
+        await single.wait(TASKS)
+        await batches.wait(100)
+        assert set(single.answers.values()) == {False}
+        assert set(batches.answers.values()) == {False}
+        await watch.assert_silent()
+
+    run(main())
+
+
+def test_confirm_runs_once_after_the_loop_of_the_notify_is_closed(
+    dsn: str, proxy: FaultProxy
+) -> None:
+    # A hub kept across loops (a test suite with a loop per test): a notify left unanswered
+    # when its loop ended is still confirmed, once, when the hub stops.
+    proxy.refuse()
+    hub = pghub.AsyncHub(proxy.dsn(dsn), retry_first_connect=True, reconnect_delay=0.05)
+    confirms = Confirms()
+
+    async def first() -> None:
+        await hub.start()
+        for i in range(TASKS):
+            hub.notify("closed", [i], confirm=confirms.of(i))
+
+    async def second() -> None:
+        watch = LoopWatch()
+        await bounded(hub.stop())
+        await confirms.wait(TASKS)
+        await watch.assert_silent()
+
+    run(first())
+    run(second())
+    assert set(confirms.answers.values()) == {False}
