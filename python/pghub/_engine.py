@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import math
 import select
 import socket
 import threading
@@ -29,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 from ._backoff import Backoff
 from ._mailbox import Overflow
 from ._outbox import Outgoing, notify_statement, take_batch
-from ._session import CommandError, Session, SessionLost, session_conninfo
+from ._session import (
+    MAX_LIVENESS_TIMEOUT,
+    MAX_TCP_KEEPIDLE,
+    CommandError,
+    Session,
+    SessionLost,
+    session_conninfo,
+)
 from ._subscriptions import Subscriptions
 from .errors import ConnectFailed, HubStopped, InvalidPayload, SendQueueFull
 from .events import Action, Advisory, Event
@@ -41,6 +49,15 @@ if TYPE_CHECKING:
 OnConfirm = Callable[[list[Outgoing], bool], None]
 
 _CONNECTING, _READY, _BACKOFF, _IDLE = "connecting", "ready", "backoff", "idle"
+
+# The longest single wait of the poll loop. poll() takes at most 2**31-1 ms (24.8 days): a
+# far deadline (a long connect_timeout or backoff) is waited for in steps of this.
+_MAX_WAIT = 3600.0
+
+_HOT_STANDBY = (
+    "the server at {} is a hot standby (in recovery): it refuses LISTEN and NOTIFY; list the"
+    " primary, and give a multi-host DSN target_session_attrs=read-write"
+)
 
 
 @dataclass(frozen=True)
@@ -59,9 +76,26 @@ class HubOptions:
     batch_max_chars: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "liveness_timeout", "reconnect_delay"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in (
+            "connect_timeout",
+            "liveness_timeout",
+            "reconnect_delay",
+            "reconnect_max_delay",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be a finite number of seconds above 0, got {value!r}"
+                )
+        if self.liveness_timeout > MAX_LIVENESS_TIMEOUT:
+            # Refused here rather than by the kernel at every connect (setsockopt fails).
+            raise ValueError(
+                f"liveness_timeout must be above 0 and at most {MAX_LIVENESS_TIMEOUT} s, got"
+                f" {self.liveness_timeout!r}: TCP keepalives start after liveness_timeout/3,"
+                f" and the kernel takes at most {MAX_TCP_KEEPIDLE} s (TCP_KEEPIDLE)"
+            )
         if self.reconnect_max_delay < self.reconnect_delay:
             raise ValueError("reconnect_max_delay must be at least reconnect_delay")
         for name in ("queue_size", "send_queue_size", "batch_max_notifies", "batch_max_chars"):
@@ -310,7 +344,7 @@ class Engine:
                 mask = select.POLLIN | (select.POLLOUT if self._want_write else 0)
             poller.register(fd, mask)
         readable = writable = False
-        for ready_fd, events in poller.poll(self._timeout() * 1000):
+        for ready_fd, events in poller.poll(min(self._timeout(), _MAX_WAIT) * 1000):
             if ready_fd == fd:
                 # An error or a hang-up is read as readable: libpq then says what happened.
                 readable = bool(events & (select.POLLIN | select.POLLERR | select.POLLHUP))
@@ -374,15 +408,16 @@ class Engine:
         if waiting is not None:
             self._poll_for = waiting
             return
+        if self._session.in_hot_standby:
+            # It would refuse every LISTEN and NOTIFY: not a session to say "connected" on.
+            self._connect_failed(_HOT_STANDBY.format(self._session.server))
+            return
         self._phase = _READY
         self._heard_at = time.monotonic()
         self.backend_pid = self._session.backend_pid
-        self.counters.connects += 1
-        if self._ever_connected:
-            self.counters.reconnects += 1
+        # Announced (and counted) once its LISTENs are in: see _announce_connected.
         self._announce = Action.RECONNECT if self._ever_connected else Action.CONNECT
         self._setup_pending = True
-        self.log.info("pghub hub %r: connected (backend pid %s)", self.name, self.backend_pid)
 
     def _connect_failed(self, reason: str) -> None:
         self._close_session()
@@ -427,17 +462,17 @@ class Engine:
             else:
                 self.outbox.extendleft(reversed(command.batch))
         self._subs.lost()
-        if not self._ever_connected:  # lost before it was ready: the connection failed
+        if self._announce is not None:
+            # Lost (or refused) before it was announced: this attempt to connect failed;
+            # consumers already know the hub is not connected.
             self._announce = None
             self._connect_failed(reason)
             return
         self.log.warning("pghub hub %r: connection lost: %s", self.name, reason)
         self.counters.disconnects += 1
-        if self._announce is None:  # consumers had been told we were connected
-            for consumer in self.consumers:
-                if consumer.told_connect:
-                    consumer.mailbox.put_advisory(Advisory(Action.DISCONNECT))
-        self._announce = None
+        for consumer in self.consumers:
+            if consumer.told_connect:
+                consumer.mailbox.put_advisory(Advisory(Action.DISCONNECT))
         self.state = "disconnected"
         if self._stop_requested:
             self._phase = _IDLE
@@ -535,16 +570,26 @@ class Engine:
             self.log.info("pghub hub %r: session setup: %s", self.name, errors[0].message)
         elif command.kind == "subs":
             if errors:
+                error = errors[0]
                 self.counters.listen_failures += len(command.listen)
                 self.counters.unlisten_failures += len(command.unlisten)
-                self.log.error(
-                    "pghub hub %r: LISTEN/UNLISTEN refused (%s): %s",
+                told = self._subs.refused(command.listen, command.unlisten)
+                if command.listen:
+                    # A session that cannot LISTEN cannot hear: it is never announced, never
+                    # kept. Drop it; the next one (with backoff) LISTENs again.
+                    self._lose_session(
+                        f"LISTEN refused ({error.sqlstate}: {error.message}); a session that"
+                        " cannot LISTEN is not used"
+                    )
+                    return
+                # Only UNLISTENs: the channels stay listened to (their notifications are
+                # ignored) and are not tried again on this session, so never in a loop.
+                self.log.warning(
+                    "pghub hub %r: UNLISTEN refused (%s: %s); not retried on this session",
                     self.name,
-                    errors[0].sqlstate,
-                    errors[0].message,
+                    error.sqlstate,
+                    error.message,
                 )
-                self._subs.refused(command.listen, command.unlisten)
-                told: list[tuple[BaseConsumer, str]] = []
             else:
                 self.counters.listens += len(command.listen)
                 self.counters.unlistens += len(command.unlisten)
@@ -574,9 +619,15 @@ class Engine:
     def _announce_connected(self, told: list[tuple[BaseConsumer, str]]) -> None:
         action, self._announce = self._announce, None
         assert action is not None
+        self.counters.connects += 1
+        if action is Action.RECONNECT:
+            self.counters.reconnects += 1
         self._ever_connected = True
         self.state = "connected"
         self._backoff.reset()
+        self.log.info(
+            "pghub hub %r: connected and listening (backend pid %s)", self.name, self.backend_pid
+        )
         for consumer in self.consumers:
             consumer.mailbox.put_advisory(
                 Advisory(Action.CONNECT if not consumer.told_connect else action)

@@ -18,6 +18,7 @@ _POLL_OK = pq.PollingStatus.OK
 _READING = pq.PollingStatus.READING
 _ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE)
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
+_MESSAGE = pq.DiagnosticField.MESSAGE_PRIMARY
 
 
 class SessionLost(Exception):
@@ -30,6 +31,12 @@ class CommandError:
 
     sqlstate: str
     message: str
+
+
+# The kernel's bound on TCP_KEEPIDLE (Linux: MAX_TCP_KEEPIDLE); keepalives_idle is a third of
+# liveness_timeout, which is therefore at most three times this.
+MAX_TCP_KEEPIDLE = 32767
+MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
 
 
 def session_conninfo(conninfo: str, *, liveness_timeout: float, application_name: str) -> str:
@@ -47,7 +54,7 @@ def session_conninfo(conninfo: str, *, liveness_timeout: float, application_name
         "keepalives_idle": idle,
         "keepalives_interval": max(1, idle // 3),
         "keepalives_count": 3,
-        "tcp_user_timeout": int(liveness_timeout * 1000),
+        "tcp_user_timeout": max(1, int(liveness_timeout * 1000)),  # 0 would mean the default
     }
     extra = {k: v for k, v in defaults.items() if k not in given}
     return make_conninfo(conninfo, **extra)
@@ -66,6 +73,18 @@ class Session:
     @property
     def backend_pid(self) -> int:
         return self.pgconn.backend_pid
+
+    @property
+    def server(self) -> str:
+        """host:port of the server this session reached (one of a multi-host DSN's)."""
+        pgconn = self.pgconn
+        return f"{pgconn.host.decode(errors='replace')}:{pgconn.port.decode(errors='replace')}"
+
+    @property
+    def in_hot_standby(self) -> bool:
+        """The server is a hot standby (reported by PostgreSQL 14 and later): in recovery, it
+        refuses LISTEN and NOTIFY."""
+        return self.pgconn.parameter_status(b"in_hot_standby") == b"on"
 
     def poll_connect(self) -> str | None:
         """Advance the connection: 'read' or 'write' to wait for, None once connected."""
@@ -108,8 +127,9 @@ class Session:
                     return True
                 if result.status in _ERRORS:
                     sqlstate = result.error_field(_SQLSTATE) or b""
-                    message = result.error_message.decode(errors="replace").strip()
-                    self._results.append(CommandError(sqlstate.decode(), message))
+                    message = result.error_field(_MESSAGE) or result.error_message
+                    text = message.decode(errors="replace").strip()
+                    self._results.append(CommandError(sqlstate.decode(), text))
                 else:
                     self._results.append(None)
         except Exception as exc:

@@ -19,7 +19,7 @@ class Subscriptions(Generic[C]):
         self._wanted: dict[str, dict[C, bool]] = {}  # channel -> consumer -> told (SUBSCRIBE sent)
         self._listening: set[str] = set()  # LISTEN in effect on the current session
         self._in_flight: set[str] = set()  # LISTEN or UNLISTEN sent, result not yet read
-        self._failed: set[str] = set()  # LISTEN refused: not retried on this session
+        self._failed: set[str] = set()  # (UN)LISTEN refused: not retried on this session
         self.routes: dict[str, tuple[C, ...]] = {}  # channel -> consumers told, listened to
 
     @property
@@ -72,23 +72,22 @@ class Subscriptions(Generic[C]):
         self._in_flight.difference_update(listened, unlistened)
         self._listening.update(listened)
         self._listening.difference_update(unlistened)
-        to_tell = []
-        for channel in listened:
-            consumers = self._wanted.get(channel, {})
-            for consumer, told in consumers.items():
-                if not told:
-                    consumers[consumer] = True
-                    to_tell.append((consumer, channel))
-            self._route(channel)
+        to_tell = self._tell(listened)
         for channel in unlistened:
             self._route(channel)
         return to_tell
 
-    def refused(self, listened: list[str], unlistened: list[str]) -> None:
+    def refused(self, listened: list[str], unlistened: list[str]) -> list[tuple[C, str]]:
         """The server refused the changes: none took effect. They wait for a new session
-        rather than being retried in a loop."""
+        rather than being retried in a loop (the engine drops a session whose LISTEN is
+        refused, so what waits here is refused UNLISTENs).
+
+        A channel whose UNLISTEN was refused is still listened to: consumers that subscribed
+        to it while the UNLISTEN was in flight hear it now. Returns those to tell.
+        """
         self._in_flight.difference_update(listened, unlistened)
         self._failed.update(listened, unlistened)
+        return self._tell(unlistened)
 
     def lost(self) -> None:
         """The session is gone: nothing is listened to any more, nothing is in flight."""
@@ -96,6 +95,19 @@ class Subscriptions(Generic[C]):
         self._in_flight.clear()
         self._failed.clear()
         self.routes.clear()
+
+    def _tell(self, channels: list[str]) -> list[tuple[C, str]]:
+        """Mark the consumers of these channels, now listened to, as told; returns them."""
+        to_tell = []
+        for channel in channels:
+            consumers = self._wanted.get(channel, {})
+            if channel in self._listening:
+                for consumer, told in consumers.items():
+                    if not told:
+                        consumers[consumer] = True
+                        to_tell.append((consumer, channel))
+            self._route(channel)
+        return to_tell
 
     def _route(self, channel: str) -> None:
         consumers = self._wanted.get(channel)

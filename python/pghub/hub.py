@@ -11,6 +11,7 @@ from ._consumer import Consumer, channels_of
 from ._hubbase import EventLike, HubBase
 from ._mailbox import Overflow
 from ._outbox import Outgoing
+from .errors import ConnectFailed, HubStopped
 from .events import Event
 
 Confirm = Callable[[bool], None]
@@ -28,7 +29,11 @@ class Hub(HubBase):
         raise :class:`pghub.ConnectFailed` if it fails (the hub is then stopped)."""
         self._engine.start()
         if not self.options.retry_first_connect:
-            self._engine.first_connect.result()
+            try:
+                self._engine.first_connect.result()
+            except (ConnectFailed, HubStopped):
+                self._engine.finished.wait()  # the engine is winding down: say "stopped"
+                raise
 
     def stop(self, wait: bool = True) -> None:
         """Stop: send what is queued if connected, fail the rest, give every consumer its STOP.

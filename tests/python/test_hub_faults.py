@@ -639,3 +639,59 @@ def test_a_half_open_link_is_dropped_within_liveness_timeout(
         rec.wait_advisory(Action.RECONNECT, timeout=10, count=round_)
         proxy.resume()  # let the old links go
     assert_flows(hub, rec, conn, "bound")
+
+
+# --- LISTENs the server refuses on a live session ---
+
+
+@pytest.mark.slow
+def test_listens_cancelled_on_a_live_session_never_leave_a_topic_unheard(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    """pg_cancel_backend on the hub's session (a DBA's script cancelling queries) makes the
+    server refuse whatever statement it lands on (57014), LISTENs included. A refused LISTEN
+    must not leave its topic unheard on a session that lives on (today: never retried there,
+    never announced, nothing said): the hub drops the session (DISCONNECT) and listens again
+    on the next one (RECONNECT, then SUBSCRIBE). Once the cancelling stops, every topic hears.
+    """
+    hub = hubs.started(named(dsn), **FAST)
+    rec = Recorder()
+    consumer = hub.consumer(rec)
+    rec.wait_advisory(Action.CONNECT)
+    stop = threading.Event()
+
+    def cancel_the_hub() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            pids: list[int] = []
+            while not stop.is_set():
+                if not pids:
+                    pids = hub_pids(c)
+                    continue
+                row = c.execute("SELECT pg_cancel_backend(%s)", (pids[0],)).fetchone()
+                if not (row and row[0]):
+                    pids = []  # a new session: find it again
+
+    canceller = threading.Thread(target=cancel_the_hub, daemon=True)
+    canceller.start()
+    topics: list[str] = []
+    deadline = time.monotonic() + 30
+    try:
+        # Subscribe one topic at a time (one LISTEN each) until a few have been refused.
+        while hub.stats().listen_failures < 3 and time.monotonic() < deadline:
+            topics.append(f"cancelled{len(topics)}")
+            consumer.subscribe(topics[-1])
+            time.sleep(0.002)
+    finally:
+        stop.set()
+        canceller.join(10)
+    assert hub.stats().listen_failures >= 3, "no LISTEN was refused: the test proved nothing"
+
+    # Every topic is announced and heard, on a session that is announced too.
+    for topic in topics:
+        rec.wait_advisory(Action.SUBSCRIBE, topic, timeout=15)
+    wait_until(lambda: hub.state == "connected", timeout=10, what="connected")
+    assert rec.count(Action.DISCONNECT) == rec.count(Action.RECONNECT), rec.describe()
+    for i, topic in enumerate(topics):
+        send_raw(conn, topic, f"e{i}")
+    got = rec.wait_events(len(topics), timeout=15)
+    assert sorted(e.topic for e in got if e.topic) == sorted(topics)

@@ -115,6 +115,52 @@ def test_bad_options_are_refused_at_construction() -> None:
         pghub.Hub(42)
 
 
+DAYS = 86_400.0
+
+
+@pytest.mark.parametrize("make", [pghub.Hub, pghub.AsyncHub], ids=["Hub", "AsyncHub"])
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        # keepalives_idle = liveness_timeout/3 > 32767 s: the kernel refuses TCP_KEEPIDLE
+        ("liveness_timeout", 3 * DAYS, "at most 98301"),
+        ("liveness_timeout", 98_301 + 3.0, "at most 98301"),
+        ("liveness_timeout", float("inf"), "finite"),
+        ("liveness_timeout", float("nan"), "finite"),
+        ("connect_timeout", float("nan"), "finite"),
+        ("connect_timeout", float("inf"), "finite"),
+        ("reconnect_delay", float("nan"), "finite"),
+        ("reconnect_max_delay", float("nan"), "finite"),
+    ],
+)
+def test_values_the_os_cannot_take_are_refused_at_construction(
+    make: Any, option: str, value: float, says: str
+) -> None:
+    """Refused with a ValueError that names the option and its range, by Hub and AsyncHub
+    alike (not by the kernel at every connect, nor by poll() inside the engine)."""
+    with pytest.raises(ValueError, match=f"{option} must .*{says}"):
+        make("", **{option: value})
+
+
+def test_the_longest_liveness_timeout_allowed_is_one_the_os_takes(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn, liveness_timeout=98_301)
+    rec = Recorder()
+    hub.consumer(rec, "longlived")
+    rec.wait_advisory(Action.SUBSCRIBE, "longlived")
+    hub.notify("longlived", [1])
+    assert rec.wait_events(1)[0].key == (1,)
+
+
+def test_a_connect_timeout_of_weeks_does_not_end_the_engine(dsn: str, hubs: HubPool) -> None:
+    """A deadline further away than poll() can wait (2**31-1 ms, 24.8 days) is waited for in
+    steps; it used to raise OverflowError in the engine, which then stopped."""
+    hub = hubs.started(dsn, connect_timeout=30 * DAYS, reconnect_max_delay=60 * DAYS)
+    assert hub.state == "connected"
+    rec = Recorder()
+    hub.consumer(rec, "patient")
+    rec.wait_advisory(Action.SUBSCRIBE, "patient")
+
+
 def test_stop_from_a_confirm_callback_does_not_deadlock(dsn: str) -> None:
     hub = pghub.Hub(dsn)
     within(10, hub.start)

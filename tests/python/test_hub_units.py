@@ -89,6 +89,34 @@ def test_refused_listen_is_not_retried_until_a_new_session() -> None:
     assert subs.changes() == (["a"], [])
 
 
+def test_refused_unlisten_is_not_retried_until_a_new_session() -> None:
+    subs: Subscriptions[str] = Subscriptions()
+    subs.subscribe("c1", ["a"])
+    subs.applied(*subs.changes())
+    subs.unsubscribe("c1", ["a"])
+    subs.refused(*subs.changes())
+    assert subs.changes() == ([], [])  # still listened to, but never UNLISTENed in a loop
+    assert subs.routes == {}  # nobody wants it: its notifications are ignored
+    subs.lost()
+    assert subs.changes() == ([], [])  # a new session does not listen to it at all
+
+
+def test_subscribing_during_a_refused_unlisten_hears_the_channel_still_listened_to() -> None:
+    """The UNLISTEN was refused, so the server still listens: a consumer that subscribed
+    while it was in flight is told and routed now, not left waiting for a LISTEN that this
+    session will never send."""
+    subs: Subscriptions[str] = Subscriptions()
+    subs.subscribe("c1", ["a"])
+    subs.applied(*subs.changes())
+    subs.unsubscribe("c1", ["a"])
+    listen, unlisten = subs.changes()
+    assert subs.subscribe("c2", ["a"]) == []  # not live: UNLISTEN in flight
+    assert subs.refused(listen, unlisten) == [("c2", "a")]
+    assert subs.routes == {"a": ("c2",)}
+    assert subs.changes() == ([], [])
+    assert subs.subscribe("c3", ["a"]) == ["a"]  # listened to: at once
+
+
 def test_drop_forgets_every_subscription() -> None:
     subs: Subscriptions[str] = Subscriptions()
     subs.subscribe("c1", ["a", "b"])
