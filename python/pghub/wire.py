@@ -136,7 +136,11 @@ def _check_key_items(items: Iterable[object]) -> None:
 
 # --- decoding ----------------------------------------------------------------------------
 
-# A key list in canonical form, at most 19 digits an element (the range check follows).
+NumberHook = Callable[[str], Any]
+
+# A key list in canonical form. Elements of at most 18 digits are within int64; a list with
+# a 19-digit element needs the range check (and a longer one is out of range anyway).
+_SHORT_KEY_LIST = re.compile(r"(?:0|-?[1-9][0-9]{0,17})(?:,(?:0|-?[1-9][0-9]{0,17}))*")
 _KEY_LIST = re.compile(r"(?:0|-?[1-9][0-9]{0,18})(?:,(?:0|-?[1-9][0-9]{0,18}))*")
 _DIGITS = frozenset("0123456789")
 # Escapes that may decode to what jsonb refuses: \u0000 and surrogates (paired or not).
@@ -190,88 +194,196 @@ def _parse_long_int(text: str) -> int:
     return int(Decimal(text))
 
 
-_decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
-_decode_json = _decoder.decode
-# The decoder's scanner: one value at an index, as (value, end); StopIteration if none there.
-# (typeshed does not declare this attribute, which every JSONDecoder has.)
-_scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
-_decode_json_long_ints = json.JSONDecoder(
-    parse_float=_parse_float, parse_constant=_reject_constant, parse_int=_parse_long_int
-).decode
+class _HookFailed(Exception):
+    """A caller's parse_float/parse_int raised: carries its exception past the JSON errors."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
-def decode_payload(payload: str) -> tuple[tuple[int, ...], Any]:
+def _float_hook(hook: NumberHook) -> NumberHook:
+    """The caller's parse_float, after the range checks the default path makes."""
+
+    def parse(text: str) -> Any:
+        if "e" in text or "E" in text:
+            _numeric_with_exponent(text)  # refuses what numeric cannot hold, as by default
+        try:
+            return hook(text)
+        except Exception as exc:
+            raise _HookFailed(exc) from None
+
+    return parse
+
+
+def _int_hook(hook: NumberHook) -> NumberHook:
+    def parse(text: str) -> Any:
+        try:
+            return hook(text)
+        except Exception as exc:
+            raise _HookFailed(exc) from None
+
+    return parse
+
+
+class _JsonReader:
+    """One configuration of json's decoder: a one-call scanner, the full decoder for anything
+    the scanner does not read whole (and for the error message), and a full decoder for
+    integers past Python's digit limit."""
+
+    __slots__ = ("decode", "decode_long_ints", "scan")
+
+    def __init__(self, parse_float: NumberHook, parse_int: NumberHook | None) -> None:
+        decoder = json.JSONDecoder(
+            parse_float=parse_float, parse_int=parse_int, parse_constant=_reject_constant
+        )
+        self.decode = decoder.decode
+        # The scanner reads one value at an index, as (value, end); StopIteration if none
+        # there. (typeshed does not declare this attribute, which every JSONDecoder has.)
+        self.scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
+        self.decode_long_ints = json.JSONDecoder(
+            parse_float=parse_float,
+            parse_int=parse_int or _parse_long_int,
+            parse_constant=_reject_constant,
+        ).decode
+
+
+_PLAIN_READER = _JsonReader(_parse_float, None)
+# Readers with the caller's number hooks, by hook pair: callers pass the same few functions.
+_hooked_readers: dict[tuple[NumberHook | None, NumberHook | None], _JsonReader] = {}
+_HOOKED_READERS_SIZE = 64
+
+
+def _reader(parse_float: NumberHook | None, parse_int: NumberHook | None) -> _JsonReader:
+    reader = _hooked_readers.get((parse_float, parse_int))
+    if reader is None:
+        if len(_hooked_readers) >= _HOOKED_READERS_SIZE:
+            _hooked_readers.clear()
+        reader = _JsonReader(
+            _parse_float if parse_float is None else _float_hook(parse_float),
+            None if parse_int is None else _int_hook(parse_int),
+        )
+        _hooked_readers[parse_float, parse_int] = reader
+    return reader
+
+
+def decode_payload(
+    payload: str,
+    *,
+    parse_float: NumberHook | None = None,
+    parse_int: NumberHook | None = None,
+) -> tuple[tuple[int, ...], Any]:
     """The key and value of a payload; strict, as docs/wire-format.md says.
 
     Returns ``(key, value)``: key a tuple of int (empty if none), value None if absent or
     ``null``. JSON integers come back as int, other numbers as float, except numbers beyond
     float range, which come back as an exact Decimal. Raises InvalidPayload with the UTF-8
     byte offset where the payload goes wrong (for the JSON part, where it begins).
+
+    ``parse_float`` and ``parse_int``, as in :func:`json.loads`, are called with the text of
+    each JSON number with (and without) a fraction or exponent: ``parse_float=Decimal``
+    gives exact numbers. They change no verdict: a number PostgreSQL's numeric refuses is
+    refused before ``parse_float`` sees it, and an exception a hook raises propagates as is.
     """
+    # Written for speed (it runs once for every event received); the error paths, off the
+    # hot path, say what is wrong and where.
     head, colon, text = payload.partition(":")
-    if head[:1] != "e":
-        raise _prefix_error(payload)
-    if len(head) == 1:
+    size = len(head)
+    if size == 1:
+        if head != "e":
+            raise _prefix_error(payload)
         key: tuple[int, ...] = ()
+    elif head[:1] != "e":
+        raise _prefix_error(payload)
     else:
-        if _KEY_LIST.fullmatch(head, 1) is None:
-            raise _key_list_error(payload)
-        key = tuple(map(int, head[1:].split(",")))
-        if min(key) < INT64_MIN or max(key) > INT64_MAX:
-            raise _key_list_error(payload)
+        digits = head[1:]
+        # The common key: one element of 1 to 18 ASCII digits without a leading zero.
+        if digits.isdigit() and size < 20 and digits.isascii() and (digits[0] != "0" or size == 2):
+            key = (int(digits),)
+        else:
+            key = _key_list(digits, payload)
     if not colon:
         return key, None
-    return key, _decode_value(text, len(head) + 1)  # the head is ASCII: chars are bytes
+    if parse_float is None and parse_int is None:
+        reader = _PLAIN_READER
+    else:
+        reader = _reader(parse_float, parse_int)
+    try:
+        # A canonical payload is one JSON value without whitespace: one scanner call reads
+        # it. Anything else (whitespace, errors) goes the full way, which words the error.
+        value, end = reader.scan(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    except RecursionError:
+        raise _json_error(size + 1, "it nests too deeply for Python") from None
+    except _HookFailed as failed:
+        raise failed.error from None
+    if end != len(text):
+        value = _decode_json(reader, text, size + 1)
+    # json accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only where
+    # the text could hold them (escapes, or raw surrogates in a str built in Python).
+    if "\\" in text and _SUSPECT_ESCAPE.search(text) is not None:
+        _refuse_unstorable(value, size + 1)
+    elif not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            _refuse_unstorable(value, size + 1)
+    return key, value
 
 
-def decode_event(channel: str, payload: str) -> Event:
+def decode_event(
+    channel: str,
+    payload: str,
+    *,
+    parse_float: NumberHook | None = None,
+    parse_int: NumberHook | None = None,
+) -> Event:
     """The event a notification carries: its channel as topic, and the decoded payload.
 
     ``channel`` is taken as PostgreSQL delivered it (the lower-case form of the topic).
+    ``parse_float`` and ``parse_int`` are as for :func:`decode_payload`.
     """
-    key, value = decode_payload(payload)
+    key, value = decode_payload(payload, parse_float=parse_float, parse_int=parse_int)
     return Event(channel, key, value)
 
 
-def _decode_value(text: str, offset: int) -> Any:
-    """Decode the JSON part that starts at byte ``offset``; None for ``null``."""
+def _key_list(digits: str, payload: str) -> tuple[int, ...]:
+    """The key of a key list other than one short non-negative element (``digits``)."""
+    if _SHORT_KEY_LIST.fullmatch(digits) is not None:
+        return tuple(map(int, digits.split(",")))
+    if _KEY_LIST.fullmatch(digits) is not None:
+        key = tuple(map(int, digits.split(",")))
+        if min(key) >= INT64_MIN and max(key) <= INT64_MAX:
+            return key
+    raise _key_list_error(payload)
+
+
+def _decode_json(reader: _JsonReader, text: str, offset: int) -> Any:
+    """The JSON part read the full way (the part starts at byte ``offset``), or the error."""
     try:
-        value = _load_json(text)
+        try:
+            return reader.decode(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                raise
+        return reader.decode_long_ints(text)  # an integer of more than 4300 digits
     except json.JSONDecodeError as exc:
         raise _json_error(offset, f"{exc.msg} (at character {exc.pos} of the JSON text)") from None
     except (ValueError, ArithmeticError) as exc:  # NaN, Infinity, out of numeric's range
         raise _json_error(offset, str(exc)) from None
     except RecursionError:
         raise _json_error(offset, "it nests too deeply for Python") from None
-    # json.loads accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only
-    # where the text could hold them (escapes, or raw surrogates in a str built in Python).
-    if ("\\" in text and _SUSPECT_ESCAPE.search(text) is not None) or (
-        not text.isascii() and not _canonical.encodable(text)
-    ):
-        problem = _unstorable(value)
-        if problem is not None:
-            raise _json_error(offset, problem)
-    return value
+    except _HookFailed as failed:
+        raise failed.error from None
 
 
-def _load_json(text: str) -> Any:
-    # Fast path: a canonical payload is one JSON value without whitespace, which the scanner
-    # reads in one call. Anything else (whitespace, errors, huge integers) goes the full way,
-    # which also words the error.
-    try:
-        value, end = _scan_json(text, 0)
-        if end == len(text):
-            return value
-    except (StopIteration, ValueError):
-        pass
-    try:
-        return _decode_json(text)
-    except json.JSONDecodeError:
-        raise
-    except ValueError as exc:
-        if "integer string conversion" not in str(exc):
-            raise
-    return _decode_json_long_ints(text)  # an integer of more than 4300 digits
+def _refuse_unstorable(value: Any, offset: int) -> None:
+    problem = _unstorable(value)
+    if problem is not None:
+        raise _json_error(offset, problem)
 
 
 def _json_error(offset: int, problem: str) -> InvalidPayload:
