@@ -11,6 +11,7 @@ from .aio import AsyncConsumer, AsyncHub, Subscription
 from .errors import (
     ConnectFailed,
     ConsumerClosed,
+    HubForked,
     HubStopped,
     InvalidKey,
     InvalidPayload,
@@ -38,6 +39,7 @@ __all__ = [
     "ConsumerClosed",
     "Event",
     "Hub",
+    "HubForked",
     "HubStats",
     "HubStopped",
     "InvalidKey",

@@ -18,10 +18,12 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import os
 import select
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from ._session import (
     session_conninfo,
 )
 from ._subscriptions import Subscriptions
-from .errors import ConnectFailed, HubStopped, InvalidPayload, SendQueueFull
+from .errors import ConnectFailed, HubForked, HubStopped, InvalidPayload, SendQueueFull
 from .events import Action, Advisory, Event
 from .wire import decode_payload
 
@@ -176,6 +178,24 @@ def _json_copy(value: Any) -> Any:
     return root[0]
 
 
+# Every engine of this process, for the fork handler below.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child made by fork(): the engine threads did not come along (only the forking
+    thread does), but their sessions' sockets did. An engine that had begun (thread,
+    consumers or notifies) belongs to the parent: every call in the child raises HubForked
+    instead of waiting for a thread that is not there. One that had not begun gets a wake-up
+    socket pair of its own, and the child may start it."""
+    for engine in list(_engines):
+        engine._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Engine:
     def __init__(
         self,
@@ -214,6 +234,9 @@ class Engine:
         self._wake_w.setblocking(False)
         self._wake_pending = False
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._forked_from: int | None = None  # the parent's pid, in a forked child
+        _engines.add(self)
 
         # The engine thread's (once it has finished, call() runs commands elsewhere, under _lock).
         self.consumers: dict[BaseConsumer, None] = {}  # insertion-ordered set
@@ -235,6 +258,7 @@ class Engine:
 
     def start(self) -> None:
         """Start the engine thread, once. Raises HubStopped once stopped."""
+        self.refuse_if_forked()
         with self._lock:
             if self._stop_requested:
                 raise HubStopped(f"hub {self.name!r} is stopped; make a new one")
@@ -248,6 +272,7 @@ class Engine:
 
     def call(self, handler: Callable[..., None], *args: Any) -> None:
         """Run ``handler(*args)`` on the engine thread, or here if the engine has finished."""
+        self.refuse_if_forked()
         with self._lock:
             if not self._done:
                 self._inbox.append((handler, args))
@@ -261,6 +286,8 @@ class Engine:
     def notify_many(self, items: tuple[Outgoing, ...] | list[Outgoing]) -> None:
         """Queue notifies; those of one call arrive in the outbox at once, so that a batch
         the caller made is not split by the engine taking its first item alone."""
+        if self._forked_from is not None:
+            self.refuse_if_forked()
         if self._stop_requested:
             raise HubStopped(f"hub {self.name!r} is stopped")
         outbox = self.outbox
@@ -276,6 +303,7 @@ class Engine:
             self._wake()
 
     def request_stop(self) -> None:
+        self.refuse_if_forked()
         with self._lock:  # against a start() in another thread
             self._stop_requested = True
             started = self._thread is not None
@@ -286,6 +314,41 @@ class Engine:
 
     def on_engine_thread(self) -> bool:
         return self._thread is threading.current_thread()
+
+    def refuse_if_forked(self) -> None:
+        """Raise HubForked in a child process made by fork() after this engine had begun.
+
+        Checked before any lock is taken: a lock held by a parent's thread at the fork is
+        held for ever in the child.
+        """
+        if self._forked_from is not None:
+            raise HubForked(
+                f"hub {self.name!r} belongs to process {self._forked_from}; this is process"
+                f" {os.getpid()}, forked from it, where the hub's engine thread and session do"
+                " not exist: make and start a new hub in the child (or start processes with"
+                " multiprocessing's 'spawn' or 'forkserver')"
+            )
+
+    def _after_fork(self) -> None:
+        """In the child of a fork() (see _after_fork_in_child)."""
+        if self._forked_from is not None or self.finished.is_set():
+            return  # forked before (the grandparent's), or stopped: it behaves as stopped
+        if self._thread is None and not self._inbox and not self.outbox:
+            # Never begun: usable in the child, with a wake-up socket pair not shared with
+            # the parent's copy.
+            self._wake_r.close()
+            self._wake_w.close()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._wake_pending = False
+            self._lock = threading.RLock()
+            self._pid = os.getpid()
+            return
+        # Never touch the session here: it is the parent's connection (psycopg does not
+        # close a connection in a process other than the one that opened it).
+        self._forked_from = self._pid
+        self.state = "forked"
 
     def _wake(self) -> None:
         if not self._wake_pending:

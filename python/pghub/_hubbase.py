@@ -103,6 +103,7 @@ class HubBase:
 
     def _adopt(self, consumer: BaseConsumer, channels: list[str]) -> None:
         """Register a new consumer with the engine, folding away the figures of closed ones."""
+        self._engine.refuse_if_forked()
         with self._consumers_lock:  # consumers are made from any thread, callbacks included
             live = []
             for c in self._consumers:

@@ -43,6 +43,11 @@ class HubStopped(PghubError, RuntimeError):
     """The hub has been stopped: it sends and starts no more."""
 
 
+class HubForked(HubStopped):
+    """The hub was started in a parent process and this is a child made by ``fork()``: its
+    engine thread and session stayed in the parent. Make and start a new hub in the child."""
+
+
 class ConsumerClosed(PghubError, RuntimeError):
     """The consumer has been closed (or its hub stopped): it subscribes to nothing more."""
 

@@ -79,6 +79,7 @@ class Hub(HubBase):
     ) -> Consumer:
         """A new consumer calling ``callback(event)`` for its events and advisories."""
         channels = channels_of(topics)
+        self._engine.refuse_if_forked()  # before its thread starts
         consumer = Consumer(
             self._engine,
             callback,
