@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -33,22 +33,26 @@ def _refuse(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
-def _make_c_encode() -> Callable[[Any], str]:
-    """json's encoder without its per-call set-up (the C one when the interpreter has it).
+def _make_chunks() -> Callable[[Any, int], Iterable[str]]:
+    """json's encoder without its per-call set-up (the C one when the interpreter has it):
+    called as ``chunks(value, 0)``, it gives the text in pieces.
 
     No circular check: _prepare has walked the whole value first, and a cycle ends that
     walk with RecursionError. No NaN: _prepare let no such float through.
     """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is not None:
-        chunks = make(None, _refuse, _quote, None, ":", ",", False, False, False)
-        return lambda value: "".join(chunks(value, 0))
-    return json.JSONEncoder(  # pragma: no cover - interpreters without the C accelerator
+        chunks: Callable[[Any, int], Iterable[str]] = make(
+            None, _refuse, _quote, None, ":", ",", False, False, False
+        )
+        return chunks
+    encoder = json.JSONEncoder(  # pragma: no cover - interpreters without the C accelerator
         ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
-    ).encode
+    )
+    return lambda value, _: encoder.iterencode(value)  # pragma: no cover
 
 
-_c_encode = _make_c_encode()
+_chunks = _make_chunks()
 
 # What jsonb cannot hold: U+0000 and lone surrogates (a paired one cannot exist in a str).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -61,9 +65,8 @@ class _Fallback(Exception):
 def dumps(value: Any, default: Default | None = None) -> str:
     """The canonical JSON text of ``value``; raises InvalidValue naming the bad part."""
     try:
-        if default is not None:
-            raise _Fallback
-        text = _c_encode(_prepare(value))
+        # With default= too: a value the fast writer takes whole has nothing to convert.
+        text = "".join(_chunks(_prepare(value), 0))
         # json escapes U+0000 (a string holding a backslash and "u0000" also matches: the
         # careful writer then decides) and writes surrogates raw, which UTF-8 refuses.
         if "\\u0000" in text or not (text.isascii() or encodable(text)):
@@ -148,43 +151,61 @@ def _prepare(value: Any) -> Any:
 
     After this, json's C encoder writes canonical JSON byte for byte: strings escape alike
     (checked on the output for U+0000 and surrogates), ints and plain floats print alike,
-    and every type left is one json writes natively. Unchanged parts are returned as is.
+    and every type left is one json writes natively. Unchanged parts are returned as is,
+    and nothing is copied where nothing changes (the common case: keys already in order).
     """
     kind = type(value)
     if kind is dict:
         ordered = _jsonb_ordered(value)
-        result = {}
-        changed = ordered is not None
-        for key in value if ordered is None else ordered:
-            item = value[key]
+        if ordered is not None:  # a copy in jsonb order, its members prepared on the way
+            result = {}
+            for key in ordered:
+                item = value[key]
+                kind = type(item)
+                if kind is float:
+                    if not (1e-4 <= item < 1e16 or _float_is_plain(item)):
+                        raise _Fallback
+                    result[key] = item
+                else:
+                    result[key] = item if kind in _PLAIN else _prepare(item)
+            return result
+        changed = None  # keys in order already: copy only if a member changes
+        for key, item in value.items():
             kind = type(item)
             if kind in _PLAIN:
-                result[key] = item
-            elif kind is float:
+                continue
+            if kind is float:
                 if not (1e-4 <= item < 1e16 or _float_is_plain(item)):
                     raise _Fallback
-                result[key] = item
-            else:
-                new = _prepare(item)
-                changed = changed or new is not item
-                result[key] = new
-        return result if changed else value
+                continue
+            new = _prepare(item)
+            if new is not item:
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        if changed is None:
+            return value
+        result = value.copy()  # never change the caller's value
+        result.update(changed)  # existing keys: the order stays
+        return result
     if kind is list or kind is tuple:
-        items = []
-        changed = False
-        for item in value:
+        items = None
+        for index, item in enumerate(value):
             kind = type(item)
             if kind in _PLAIN:
-                items.append(item)
+                new = item
             elif kind is float:
                 if not (1e-4 <= item < 1e16 or _float_is_plain(item)):
                     raise _Fallback
-                items.append(item)
+                new = item
             else:
                 new = _prepare(item)
-                changed = changed or new is not item
+            if items is not None:
                 items.append(new)
-        return items if changed else value
+            elif new is not item:
+                items = list(value[:index])
+                items.append(new)
+        return value if items is None else items
     if kind in _PLAIN:
         return value
     if kind is float and _float_is_plain(value):

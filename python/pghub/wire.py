@@ -87,7 +87,15 @@ def encode_payload(
     anything else, as in :func:`json.dumps`. Raises InvalidKey, InvalidValue (naming the
     path inside the value) or PayloadTooLarge (over :data:`MAX_PAYLOAD_BYTES` of UTF-8).
     """
-    payload = "e" if key is None else "e" + _key_text(key)
+    if key is None:
+        payload = "e"
+    elif type(key) is tuple and len(key) == 1 and type(key[0]) is int:
+        # The common key: one int (not a bool: its type is not int). Range as in _key_text.
+        if not INT64_MIN <= key[0] <= INT64_MAX:
+            _check_key_items(key)
+        payload = "e" + int.__repr__(key[0])
+    else:
+        payload = "e" + _key_text(key)
     if value is not None:
         text = _canonical.dumps(value, default)
         if text != "null":  # a default= that yields None: no value, as for None itself

@@ -4,6 +4,7 @@ with the careful one. The contract itself is tests/vectors.json (test_vectors.py
 
 from __future__ import annotations
 
+import copy
 import datetime
 import enum
 import math
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from wire_support import event_keys, json_values, same_json
 
 from pghub import (
@@ -94,6 +96,10 @@ def test_key_iterables(key: Any, payload: str) -> None:
     ("key", "words"),
     [
         ([1, True], "key[1] is True (bool)"),
+        ((True,), "key[0] is True (bool)"),  # one-element tuples take a shorter path
+        ((2**63,), "key[0] is 9223372036854775808, outside"),
+        ((-(2**63) - 1,), "key[0] is -9223372036854775809, outside"),
+        ((1.0,), "key[0] is 1.0 (float)"),
         ([0, 1, 2.0], "key[2] is 2.0 (float)"),
         ([2**63], "key[0] is 9223372036854775808, outside"),
         ([1, -(2**63) - 1], "key[1] is -9223372036854775809, outside"),
@@ -314,6 +320,54 @@ def test_decode_inverts_encode(key: list[int] | None, value: Any) -> None:
     assert got_key == tuple(key or ())
     assert (got_value is None) if value is None else same_json(got_value, value)
     assert encode_payload(got_key, got_value) == payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_default_is_not_called_where_nothing_needs_it(value: Any) -> None:
+    """With default= the fast writer still takes what it can; the text is the same."""
+
+    def never(obj: Any) -> Any:
+        raise AssertionError(f"default= called for {obj!r}")
+
+    assert _canonical.dumps(value, never) == _canonical.dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, where=st.integers(0, 30))
+def test_default_converts_anywhere_in_a_value(value: Any, where: int) -> None:
+    """A value to convert at any depth: fast and careful writers agree, default= or not."""
+    when = datetime.date(2024, 1, 2)
+    seen = 0
+
+    def plant(node: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen == where:
+            return when
+        if isinstance(node, dict):
+            return {key: plant(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [plant(item) for item in node]
+        return node
+
+    planted = plant(value)
+
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, datetime.date):
+            return {"date": obj.isoformat(), "$": 1}
+        raise TypeError(type(obj).__name__)
+
+    want = _canonical.careful_dumps(planted, convert).replace("$", "\\u0024")
+    assert _canonical.dumps(planted, convert) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_encoding_leaves_the_value_as_it_was(value: Any) -> None:
+    before = copy.deepcopy(value)
+    _canonical.dumps(value)
+    assert repr(value) == repr(before)  # key order included
 
 
 @pytest.mark.parametrize(
