@@ -10,6 +10,7 @@ hears once the standby is promoted. initdb and the servers run as the ``postgres
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -263,6 +264,32 @@ def test_subscribing_after_start_on_a_retrying_hub_waits_for_the_promotion(
     rec.wait_advisory(Action.SUBSCRIBE, "orders", timeout=10)
     assert rec.actions()[:2] == [Action.CONNECT, Action.SUBSCRIBE]
     assert_hears(rec, standby, "orders", 2)
+
+
+def test_an_async_hub_on_a_standby_fails_to_start_too(standby: Server) -> None:
+    async def main() -> None:
+        hub = pghub.AsyncHub(standby.dsn(), **FAST)
+        with pytest.raises(pghub.ConnectFailed, match="hot standby"):
+            await hub.start()
+        await hub.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_target_session_attrs_read_write_skips_a_standby_listed_first(
+    primary: Server, standby: Server, hubs: HubPool
+) -> None:
+    """What docs/hub.md advises for multi-host DSNs: libpq passes over the standby."""
+    dsn = (
+        f"host=127.0.0.1,127.0.0.1 port={standby.port},{primary.port} dbname=postgres"
+        " user=postgres target_session_attrs=read-write"
+    )
+    hub = hubs.started(dsn, **FAST)
+    rec = Recorder()
+    hub.consumer(rec, "orders")
+    rec.wait_advisory(Action.SUBSCRIBE, "orders")
+    assert hub.stats().connect_failures == 0
+    assert_hears(rec, primary, "orders", 1)
 
 
 # --- a connected hub that reconnects onto a standby --------------------------------------------
