@@ -7,6 +7,7 @@ JSON value. See README.md and docs/ for the wire format, the hub and the SQL ext
 from __future__ import annotations
 
 from ._consumer import Consumer
+from ._sqlnotify import async_sql_notify, sql_notify
 from .aio import AsyncConsumer, AsyncHub, Subscription
 from .errors import (
     ConnectFailed,
@@ -52,9 +53,11 @@ __all__ = [
     "Stats",
     "Subscription",
     "__version__",
+    "async_sql_notify",
     "channel",
     "decode_event",
     "decode_payload",
     "encode_payload",
+    "sql_notify",
     "stats",
 ]
