@@ -234,15 +234,21 @@ def test_retrying_on_a_standby_never_says_connected_until_it_is_promoted(
     rec = Recorder()
     hub.consumer(rec, "orders")
     within(5, hub.start)
+    answers: list[bool] = []
+    hub.notify("orders", [9], confirm=answers.append)  # a standby would refuse it: it waits
     stays_deaf(hub, rec, 1.5)
     assert hub.state == "connecting"
     assert hub.stats().connect_failures >= 3  # it keeps trying, with backoff
     assert hub.stats().connects == 0
+    assert answers == []
 
     standby.promote()
     rec.wait_advisory(Action.CONNECT, timeout=10)
     rec.wait_advisory(Action.SUBSCRIBE, "orders", timeout=10)
     assert hub.state == "connected"
+    wait_until(lambda: answers == [True], 10, "the queued notify confirmed")
+    # Sent after the LISTEN, on the new primary: the hub hears its own notify.
+    rec.wait_for(lambda got: any(e.key == (9,) for e in got), 10, "the queued notify's event")
     assert_hears(rec, standby, "orders", 1)
     assert Action.DISCONNECT not in rec.actions()  # nothing was announced before
 
