@@ -3,21 +3,97 @@
 
 \echo Use "CREATE EXTENSION pghub" to load this file. \quit
 
+-- ==== Security (docs/security.md) ====
+-- These functions run inside other roles' statements and triggers, a superuser's included, so
+-- nothing in them may resolve to an object that another role can create:
+-- - every function but two pins its search_path to pg_catalog, pg_temp (pg_catalog first,
+--   pg_temp last, where no function or operator is ever looked up). pghub's own functions
+--   are called schema-qualified, with arguments of their exact declared types;
+-- - pghub.channel and pghub.notify are LANGUAGE sql functions that the planner inlines into
+--   the calling query, which a SET clause would prevent. Inlined, a body is parsed in the
+--   caller's search_path, so theirs name everything with its schema: functions as
+--   pg_catalog.f, operators as OPERATOR(pg_catalog.op), the collation and literal types too;
+-- - dynamic SQL quotes names with format('%I') or quote_ident and values with quote_literal;
+-- - no function is SECURITY DEFINER: each runs with its caller's rights.
+-- The script itself runs with the same path, and makes schema pghub itself: under CREATE
+-- EXTENSION (the control file names pg_catalog as the extension's schema) the schema is then
+-- owned by the bootstrap superuser, not by the role that ran CREATE EXTENSION, and a schema
+-- pghub that some role made beforehand is refused instead of used.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- ==== Core: channel, encode, decode, notify (the foundation) ====
 -- Errors (docs/sql.md): 22023 bad topic, 22004 NULL key element, 2202E key array of more than
--- one dimension, 54000 payload over 7999 bytes, 22P02 payload that fails to decode.
+-- one dimension, 54000 payload over 7999 bytes, 54001 value nested too deeply to be written,
+-- 22P02 payload that fails to decode.
 -- Backslashes are written in E'' strings so that the bodies mean the same whatever
 -- standard_conforming_strings says. Triggers call these per row: the common path avoids
 -- PL/pgSQL loops and capturing regular expressions (both cost microseconds a call).
 
--- CREATE EXTENSION makes the schema (control file) before running this script, and refuses
--- CREATE SCHEMA IF NOT EXISTS on a schema the extension does not own. Run outside CREATE
--- EXTENSION (the no-file-access installer), the script makes it itself.
+-- The schema. Under CREATE EXTENSION it must not exist yet: whoever made it could own or write
+-- into the schema pghub's functions run from. Run outside CREATE EXTENSION (the script route,
+-- docs/install.md) the installing role owns everything it creates; a schema pghub is then
+-- accepted only if it is that role's own earlier pghub install, which this run replaces.
+-- Every refusal is SQLSTATE 42P06 (duplicate_schema) and names the schema's owner.
 DO $$
+DECLARE
+    schema_oid oid;
+    schema_owner name;
+    why text;
+    by_extension boolean := EXISTS (
+        SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname OPERATOR(pg_catalog.=) 'pghub'
+    );
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pghub') THEN
+    SELECT n.oid, pg_catalog.pg_get_userbyid(n.nspowner)
+    INTO schema_oid, schema_owner
+    FROM pg_catalog.pg_namespace AS n
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'pghub';
+    IF schema_oid IS NULL THEN
         CREATE SCHEMA pghub;
+        RETURN;
     END IF;
+    IF by_extension AND EXISTS (
+        SELECT FROM pg_catalog.pg_depend AS d
+        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+            AND d.objid OPERATOR(pg_catalog.=) schema_oid
+            AND d.deptype OPERATOR(pg_catalog.=) 'e'
+    ) THEN
+        RAISE EXCEPTION 'pghub: pghub is installed in this database by CREATE EXTENSION'
+            USING ERRCODE = 'duplicate_schema',
+                HINT = 'Update it with ALTER EXTENSION pghub UPDATE, not with its script.';
+    END IF;
+    IF by_extension THEN
+        RAISE EXCEPTION 'pghub: schema pghub already exists (owner %); CREATE EXTENSION pghub '
+            'makes its own schema and does not install into one made beforehand', schema_owner
+            USING ERRCODE = 'duplicate_schema',
+                DETAIL = 'Whoever owns or can create objects in schema pghub could plant '
+                    'functions and operators that pghub''s functions would then run.',
+                HINT = 'Find out who made schema pghub and why, drop it, then install again.';
+    END IF;
+    IF schema_owner OPERATOR(pg_catalog.<>) CURRENT_USER THEN
+        why := pg_catalog.format('belongs to role %I, not to %I, who runs this install',
+            schema_owner, CURRENT_USER);
+    ELSIF pg_catalog.to_regprocedure('pghub.version()') IS NULL THEN
+        why := 'holds no pghub install (it has no function pghub.version())';
+    ELSIF EXISTS (
+        SELECT FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace OPERATOR(pg_catalog.=) schema_oid
+            AND p.proowner OPERATOR(pg_catalog.<>) (
+                SELECT n.nspowner FROM pg_catalog.pg_namespace AS n
+                WHERE n.oid OPERATOR(pg_catalog.=) schema_oid
+            )
+    ) THEN
+        why := 'holds functions of other roles than its owner';
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'pghub: schema pghub already exists and %', why
+            USING ERRCODE = 'duplicate_schema',
+                DETAIL = 'The script route installs into a schema pghub that it creates, or '
+                    'replaces an install that the same role made; it does not adopt a schema '
+                    'made by anyone else, even an empty one.',
+                HINT = 'Install as the role that owns the earlier install, or find out who '
+                    'made schema pghub and why, drop it, then install again.';
+    END IF;
+    -- The same role's earlier script install: the CREATE OR REPLACE below replace its functions.
 END
 $$;
 GRANT USAGE ON SCHEMA pghub TO public;
@@ -25,6 +101,7 @@ GRANT USAGE ON SCHEMA pghub TO public;
 CREATE OR REPLACE FUNCTION pghub.version()
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT '0.3'::text $$;
 
 COMMENT ON FUNCTION pghub.version() IS
@@ -33,6 +110,7 @@ COMMENT ON FUNCTION pghub.version() IS
 CREATE OR REPLACE FUNCTION pghub._topic_fault(topic text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     shown text := left(topic, 100) || CASE WHEN length(topic) > 100 THEN '...' ELSE '' END;
@@ -69,14 +147,21 @@ COMMENT ON FUNCTION pghub._topic_fault(text) IS
 
 -- LANGUAGE sql and not STRICT, so that the planner inlines it into the calling query (it
 -- does not inline a STRICT function whose body is a CASE). A NULL topic gives NULL.
+-- No SET search_path: that would stop the inlining, which a trigger's row pays for (measured,
+-- docs/security.md). Inlined, the body is parsed in the caller's search_path, where any
+-- role's schema may come first, so every name in it is qualified: an unqualified call or
+-- operator could resolve to another role's better-matching one and run with the caller's
+-- rights. topic is text, the type every call below takes, and the pattern a pg_catalog.text.
 CREATE OR REPLACE FUNCTION pghub.channel(topic text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
 SELECT CASE
-    WHEN length(topic) BETWEEN 1 AND 63 AND topic !~ '[^A-Za-z0-9_]'
+    WHEN pg_catalog.length(topic) OPERATOR(pg_catalog.>=) 1
+        AND pg_catalog.length(topic) OPERATOR(pg_catalog.<=) 63
+        AND topic OPERATOR(pg_catalog.!~) '[^A-Za-z0-9_]'::pg_catalog.text
         -- The C collation folds ASCII A-Z only, whatever the database's locale (Turkish I).
-        THEN lower(topic COLLATE "C")
+        THEN pg_catalog.lower(topic COLLATE pg_catalog."C")
     WHEN topic IS NULL THEN NULL
     ELSE pghub._topic_fault(topic)
 END
@@ -90,6 +175,7 @@ COMMENT ON FUNCTION pghub.channel(text) IS
 CREATE OR REPLACE FUNCTION pghub.encode(key bigint[] DEFAULT NULL, value jsonb DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     payload text := 'e';
@@ -146,11 +232,13 @@ COMMENT ON FUNCTION pghub.encode(bigint[], jsonb) IS
 'The canonical pghub payload of a key and a value: e, the key as decimal integers joined by '
 'commas, and :JSON without whitespace and with $ as \u0024. A NULL or empty key writes no '
 'key list, a NULL or JSON null value no JSON part. Raises 22004 for a NULL key element, 2202E '
-'for a key of more than one dimension, 54000 for a payload over 7999 bytes.';
+'for a key of more than one dimension, 54000 for a payload over 7999 bytes, 54001 for a value '
+'nested too deeply for the server to write as text (no payload could hold it).';
 
 CREATE OR REPLACE FUNCTION pghub._payload_fault(payload text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     pos integer := 2;  -- 1-based position of the character being read
@@ -222,6 +310,7 @@ COMMENT ON FUNCTION pghub._payload_fault(text) IS
 
 CREATE OR REPLACE FUNCTION pghub.decode(payload text, OUT key bigint[], OUT value jsonb)
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     colon integer := strpos(payload, ':');  -- keys hold no ':', so the first one ends them
@@ -247,13 +336,22 @@ BEGIN
     IF colon > 0 THEN
         BEGIN
             value := substr(payload, colon + 1)::jsonb;
-        EXCEPTION WHEN data_exception THEN
-            -- The JSON text starts after the ASCII prefix and keys and the ':'.
-            GET STACKED DIAGNOSTICS why = pg_exception_detail;
-            RAISE EXCEPTION 'invalid payload at byte %: expected a JSON text: %',
-                colon, coalesce(nullif(why, ''), sqlerrm)
-                USING ERRCODE = 'invalid_text_representation',
-                    DETAIL = format('payload: %s', left(payload, 200));
+        EXCEPTION
+            WHEN data_exception THEN
+                -- The JSON text starts after the ASCII prefix and keys and the ':'.
+                GET STACKED DIAGNOSTICS why = pg_exception_detail;
+                RAISE EXCEPTION 'invalid payload at byte %: expected a JSON text: %',
+                    colon, coalesce(nullif(why, ''), sqlerrm)
+                    USING ERRCODE = 'invalid_text_representation',
+                        DETAIL = format('payload: %s', left(payload, 200));
+            WHEN statement_too_complex THEN
+                -- 54001, stack depth exceeded: JSON nested deeper than the parser can go is
+                -- a payload that cannot be decoded, like any other (the Python decoder says
+                -- the same of what nests too deeply for Python).
+                RAISE EXCEPTION 'invalid payload at byte %: expected a JSON text: %', colon,
+                    'it nests too deeply for the server'
+                    USING ERRCODE = 'invalid_text_representation',
+                        DETAIL = format('payload: %s', left(payload, 200));
         END;
         IF value = 'null'::jsonb THEN
             value := NULL;
@@ -287,13 +385,15 @@ COMMENT ON FUNCTION pghub.decode(text) IS
 -- which saves a function call a row. The arguments of pg_notify are computed, left to right,
 -- before it queues anything: the topic is checked first, then the key, the value and the size
 -- (by encode). coalesce reaches pghub._topic_fault only for a NULL topic.
+-- No SET search_path, as for pghub.channel: every call is qualified and takes exactly the
+-- argument types given (text, bigint[], jsonb).
 CREATE OR REPLACE FUNCTION pghub.notify(
     topic text, key bigint[] DEFAULT NULL, value jsonb DEFAULT NULL
 )
 RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 AS $$
-SELECT pg_notify(
+SELECT pg_catalog.pg_notify(
     coalesce(pghub.channel(topic), pghub._topic_fault(topic)),
     pghub.encode(key, value)
 )
@@ -332,6 +432,7 @@ RETURNS name[]
 LANGUAGE plpgsql
 STABLE
 PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     resolved name[];
@@ -413,11 +514,13 @@ COMMENT ON FUNCTION pghub.key_columns(regclass, text[]) IS
 CREATE OR REPLACE FUNCTION pghub.row_trigger()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    topic text := TG_ARGV[0];
+    first integer := 0;  -- TG_ARGV index of the topic: options come before it
+    topic text;
     tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    columns text[] := '{}'::text[];
+    columns text[];
     with_data boolean := false;
     key_cols name[];
     col name;
@@ -432,10 +535,24 @@ DECLARE
     bound integer;
     seq bigint;
 BEGIN
-    IF TG_WHEN <> 'AFTER' OR TG_NARGS < 1 THEN
-        RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as first argument'
+    -- Options, each starting with '+' (which no topic has), come before the topic; every
+    -- argument after the topic is a key column, whatever its name ('+data' included).
+    WHILE first < TG_NARGS AND left(TG_ARGV[first], 1) = '+' LOOP
+        IF TG_ARGV[first] <> '+data' THEN
+            RAISE EXCEPTION 'pghub.row_trigger: unknown option %', quote_literal(TG_ARGV[first])
+                USING ERRCODE = '39P01',
+                    HINT = 'The only option is ''+data'', before the topic.';
+        END IF;
+        with_data := true;
+        first := first + 1;
+    END LOOP;
+    IF TG_WHEN <> 'AFTER' OR first >= TG_NARGS THEN
+        RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as argument '
+            '(after the options, if any)'
             USING ERRCODE = '39P01';
     END IF;
+    topic := TG_ARGV[first];
+    columns := TG_ARGV[first + 1:TG_NARGS - 1];
     -- The event's number in its transaction ("seq"): no two events of a transaction are then
     -- identical, which PostgreSQL would deliver once (a row updated 1, 2, 1 must end at 1).
     -- A transaction-local setting: it starts again with each transaction.
@@ -443,7 +560,7 @@ BEGIN
         pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint + 1)::text, true)::bigint;
     IF TG_LEVEL = 'STATEMENT' THEN
         IF TG_OP = 'TRUNCATE' THEN
-            PERFORM pghub.notify(topic, NULL,
+            PERFORM pghub.notify(topic, NULL::bigint[],
                 jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq));
             RETURN NULL;
         END IF;
@@ -451,17 +568,10 @@ BEGIN
             format('not for %s statements', TG_OP)
             USING ERRCODE = '39P01';
     END IF;
-    FOR i IN 1 .. TG_NARGS - 1 LOOP
-        IF TG_ARGV[i] = '+data' THEN
-            with_data := true;
-        ELSE
-            columns := columns || TG_ARGV[i];
-        END IF;
-    END LOOP;
     -- Named key columns are taken as given (publish_table checked them once), so a row costs
     -- no catalog query; only the primary-key default needs one lookup per row.
     IF cardinality(columns) = 0 THEN
-        key_cols := pghub.key_columns(TG_RELID);
+        key_cols := pghub.key_columns(TG_RELID::regclass, NULL::text[]);
     ELSE
         key_cols := columns;
     END IF;
@@ -475,6 +585,12 @@ BEGIN
     END IF;
     FOREACH col IN ARRAY key_cols LOOP
         IF NOT coalesce(new_row, old_row) ? col THEN
+            IF left(col, 1) = '+' THEN  -- an option written after the topic, most likely
+                RAISE EXCEPTION 'pghub: key column "%" does not exist in table %', col, tbl
+                    USING ERRCODE = '42703',
+                        HINT = 'Options such as ''+data'' go before the topic: '
+                            'pghub.row_trigger(''+data'', ''topic'', key columns...).';
+            END IF;
             RAISE EXCEPTION 'pghub: key column "%" does not exist in table %', col, tbl
                 USING ERRCODE = '42703';
         END IF;
@@ -498,6 +614,13 @@ BEGIN
         PERFORM pghub.notify(topic, event_key, value);
         RETURN NULL;
     END IF;
+    -- A row of more than 128 KiB as jsonb cannot fit: jsonb takes at most 6 bytes for a byte of
+    -- canonical JSON (an array of zeros; most values take less than 2). Such a row is not
+    -- printed at all, which also spares a value nested too deeply to be printed (54001).
+    IF pg_column_size(data) > 131072 THEN
+        PERFORM pghub.notify(topic, event_key, value || '{"data_omitted": true}'::jsonb);
+        RETURN NULL;
+    END IF;
     -- Canonical JSON is jsonb's text without the blanks after ':' and ',', with each '$' six bytes
     -- long: this bound is never below the real size, so most rows need no trial encoding
     -- (a trial costs a subtransaction).
@@ -519,7 +642,7 @@ $$;
 
 COMMENT ON FUNCTION pghub.row_trigger() IS
 'Trigger: AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW EXECUTE FUNCTION '
-'pghub.row_trigger(''topic'' [, key column ...] [, ''+data'']). One event per row: '
+'pghub.row_trigger([''+data'', ] ''topic'' [, key column ...]). One event per row: '
 'key = the row key (default: primary key), value = {"op": "ins"|"upd"|"del", "table": '
 '"schema.table", "seq": number of the event in its transaction}, plus "old_key" when an UPDATE '
 'changed the key, plus "data" (the row) with ''+data'', or "data_omitted": true when the row '
@@ -529,6 +652,7 @@ COMMENT ON FUNCTION pghub.row_trigger() IS
 CREATE OR REPLACE FUNCTION pghub.statement_trigger()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     topic text := TG_ARGV[0];
@@ -555,11 +679,11 @@ BEGIN
     -- "seq" numbers the events of a transaction, as in pghub.row_trigger.
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pg_catalog.set_config('pghub.seq', (seq + 1)::text, true);
-        PERFORM pghub.notify(topic, NULL,
+        PERFORM pghub.notify(topic, NULL::bigint[],
             jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq + 1));
         RETURN NULL;
     END IF;
-    key_cols := pghub.key_columns(TG_RELID, TG_ARGV[1:TG_NARGS - 1]);
+    key_cols := pghub.key_columns(TG_RELID::regclass, TG_ARGV[1:TG_NARGS - 1]);
     arity := cardinality(key_cols);
 
     -- The transition tables' names, whatever the CREATE TRIGGER called them.
@@ -596,9 +720,9 @@ BEGIN
         WITH keys AS MATERIALIZED (%1$s),
         budget AS MATERIALIZED (
             SELECT n.total,
-                   8000 - %2$s * 21 - octet_length(pghub.encode(NULL, $1 || jsonb_build_object(
-                       'count', n.total, 'total', n.total, 'part', n.total, 'parts', n.total,
-                       'seq', $2 + n.total))) AS bytes
+                   8000 - %2$s * 21 - octet_length(pghub.encode(NULL::bigint[],
+                       $1 || jsonb_build_object('count', n.total, 'total', n.total,
+                           'part', n.total, 'parts', n.total, 'seq', $2 + n.total))) AS bytes
             FROM (SELECT count(*) AS total FROM keys) AS n
         ),
         ends AS (
@@ -648,6 +772,7 @@ COMMENT ON FUNCTION pghub.statement_trigger() IS
 CREATE OR REPLACE FUNCTION pghub.unpublish_table(tbl regclass)
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     trigger_name name;
@@ -687,6 +812,7 @@ CREATE OR REPLACE FUNCTION pghub.publish_table(
 )
 RETURNS text
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel record;
@@ -717,10 +843,12 @@ BEGIN
     cols := pghub.key_columns(tbl, key_columns);
 
     PERFORM pghub.unpublish_table(tbl);
+    -- The '+data' option goes before the topic, never among the key columns: a key column may
+    -- have any name, '+data' included.
     SELECT string_agg(quote_literal(a), ', ' ORDER BY n)
     INTO args
-    FROM unnest(ARRAY[topic] || cols::text[]
-                || CASE WHEN with_data THEN ARRAY['+data'] ELSE '{}'::text[] END)
+    FROM unnest(CASE WHEN with_data THEN ARRAY['+data'] ELSE '{}'::text[] END
+                || ARRAY[topic] || cols::text[])
         WITH ORDINALITY AS u (a, n);
     IF level = 'row' THEN
         fn := 'pghub.row_trigger';
