@@ -5,12 +5,16 @@ Managed servers do not let you copy ``pghub.control`` and ``pghub--0.3.sql`` int
 runs the extension's own script, exactly as shipped, over an ordinary connection instead:
 
 - the ``\\echo ... \\quit`` guard line is dropped, as the server itself drops it under
-  ``CREATE EXTENSION``; ``@extschema@`` and ``@extowner@`` are substituted as the server would;
+  ``CREATE EXTENSION``; ``@extowner@`` is substituted as the server would;
 - everything runs in one transaction under an advisory lock, so a failure leaves nothing behind
-  and two installers cannot interleave;
-- the version is read back from ``pghub.version()``, which every script defines. That function is
-  how a later version finds a script install: it then runs the same update scripts
-  (``pghub--0.3--0.4.sql``) that ``ALTER EXTENSION pghub UPDATE`` would run.
+  and two installers cannot interleave, with ``search_path`` set to ``pg_catalog, pg_temp``;
+- the version is read back from the definition of ``pghub.version()``, which every script
+  defines (read, never called: the function might not be pghub's). That function is how a later
+  version finds a script install: it then runs the same update scripts (``pghub--0.3--0.4.sql``)
+  that ``ALTER EXTENSION pghub UPDATE`` would run.
+
+The script creates schema ``pghub`` itself and refuses one that is not the installing role's own
+earlier install (SQLSTATE 42P06, raised here as :class:`InstallError`): see docs/security.md.
 
 A database where pghub came with ``CREATE EXTENSION`` is left alone: :func:`install` reports it and
 does nothing (upgrade it with ``ALTER EXTENSION pghub UPDATE``). See docs/install.md.
@@ -49,6 +53,13 @@ _META_LINE = re.compile(r"^\s*\\\S+", re.MULTILINE)
 _FULL_SCRIPT = re.compile(rf"^{EXTENSION}--([^-]+(?:-[^-]+)*)\.sql$")
 _UPDATE_SCRIPT = re.compile(rf"^{EXTENSION}--([^-]+(?:-[^-]+)*)--([^-]+(?:-[^-]+)*)\.sql$")
 _DEFAULT_VERSION = re.compile(r"^\s*default_version\s*=\s*'([^']*)'", re.MULTILINE)
+# The body every script gives pghub.version(): SELECT '0.3'::text
+_VERSION_BODY = re.compile(r"\s*SELECT\s+'([^'\\]+)'::(?:pg_catalog\.)?text\s*;?\s*")
+# While pghub.install runs its own queries and the scripts: nothing but pg_catalog is searched
+# (pg_temp last, for relations only), so no other role's function or operator can be resolved.
+_SAFE_SEARCH_PATH = "pg_catalog, pg_temp"
+# A script's refusal of an existing schema pghub (see the DO block at the top of the script).
+_DUPLICATE_SCHEMA = "42P06"
 
 Route = Literal["script", "extension"]
 Action = Literal["installed", "upgraded", "refreshed", "none"]
@@ -119,9 +130,11 @@ def script_text(version: str | None = None, sql_dir: Traversable | Path | None =
 def prepare_script(text: str, *, owner_ident: str | None = None) -> str:
     """Make an extension script runnable outside ``CREATE EXTENSION``, as the server would.
 
-    Drops ``\\echo`` lines (the server's own rule), puts the schema in for ``@extschema@`` and
-    ``owner_ident`` (a role name, quoted as an identifier) for ``@extowner@``. Any other psql
-    meta-command is an error: the server could not run it either.
+    Drops ``\\echo`` lines (the server's own rule) and puts ``owner_ident`` (a role name, quoted
+    as an identifier) in for ``@extowner@``. Any other psql meta-command is an error: the server
+    could not run it either. So is ``@extschema@``: under ``CREATE EXTENSION`` it is
+    ``pg_catalog`` (where the control file records the extension), not ``pghub``, so a script
+    names schema ``pghub`` itself.
     """
     text = _ECHO_LINE.sub("", text)
     meta = _META_LINE.search(text)
@@ -130,7 +143,10 @@ def prepare_script(text: str, *, owner_ident: str | None = None) -> str:
         raise InstallError(f"line {line}: psql command {meta.group(0).strip()!r} in the script")
     if "@extschema:" in text:
         raise InstallError("the script names another extension's schema (@extschema:name@)")
-    text = text.replace("@extschema@", _quote_ident(SCHEMA))
+    if "@extschema@" in text:
+        raise InstallError(
+            f"the script uses @extschema@ (pg_catalog under CREATE EXTENSION): name {SCHEMA}"
+        )
     if "@extowner@" in text:
         if owner_ident is None:
             raise InstallError("the script uses @extowner@: it needs the installing role")
@@ -143,15 +159,16 @@ def install_sql(version: str | None = None, sql_dir: Traversable | Path | None =
 
     It is the script route without Python: one transaction, the search path the server would
     set, the script as :func:`prepare_script` makes it. Unlike :func:`install` it does not look
-    at the database first (re-running it is harmless: the script is idempotent).
+    at the database first (re-running it is harmless: the script is idempotent, and refuses a
+    schema pghub that is not the running role's own install).
     """
     chosen = version or default_version(sql_dir)
     body = prepare_script(script_text(chosen, sql_dir))
     return (
         f"-- pghub {chosen}: the extension script, runnable without CREATE EXTENSION\n"
         "BEGIN;\n"
-        f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK_KEY});\n"
-        f"SET LOCAL search_path = {_quote_ident(SCHEMA)};\n"
+        f"SELECT pg_catalog.pg_advisory_xact_lock({_INSTALL_LOCK_KEY});\n"
+        f"SET LOCAL search_path = {_SAFE_SEARCH_PATH};\n"
         "SET LOCAL client_min_messages = warning;\n"
         f"{body.rstrip()}\n"
         "COMMIT;\n"
@@ -174,8 +191,8 @@ def install(
     of its own (committed here) or, if one is open, in a savepoint of the caller's.
 
     Raises :class:`InstallError` when there is no way from what is installed to ``version``, when
-    schema ``pghub`` holds objects that are not pghub's, or when the script fails (nothing is left
-    behind then; the cause is chained).
+    a schema ``pghub`` exists that is not this role's own earlier install (made by another role,
+    even empty), or when the script fails (nothing is left behind then; the cause is chained).
     """
     directory = sql_dir or sql_directory()
     target = version or default_version(directory)
@@ -186,17 +203,30 @@ def install(
 
 
 def installed_version(conn: psycopg.Connection[Any]) -> tuple[Route, str] | None:
-    """How and in which version pghub is in this database, or ``None`` if it is not."""
+    """How and in which version pghub is in this database, or ``None`` if it is not.
+
+    A script install is recognised by its ``pghub.version()``, whose definition is read, never
+    run: whoever made a schema pghub could have put anything in a function of that name, and
+    this may run as a superuser. Every name and operator here is schema-qualified for the same
+    reason (the connection's search_path is the caller's).
+    """
     row = conn.execute(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", [EXTENSION]
+        "SELECT e.extversion FROM pg_catalog.pg_extension AS e"
+        " WHERE e.extname OPERATOR(pg_catalog.=) %s::pg_catalog.name",
+        [EXTENSION],
     ).fetchone()
     if row is not None:
         return "extension", str(row[0])
-    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", [f"{SCHEMA}.version()"]).fetchone()
-    if row is None or not row[0]:
-        return None
-    found = conn.execute(sql.SQL("SELECT {}.version()").format(sql.Identifier(SCHEMA))).fetchone()
-    return ("script", str(found[0])) if found is not None else None
+    row = conn.execute(
+        "SELECT p.prosrc FROM pg_catalog.pg_proc AS p"
+        " WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(%s::pg_catalog.text)"
+        " AND p.prolang OPERATOR(pg_catalog.=) ("
+        "   SELECT l.oid FROM pg_catalog.pg_language AS l"
+        "   WHERE l.lanname OPERATOR(pg_catalog.=) 'sql'::pg_catalog.name)",
+        [f"{SCHEMA}.version()"],
+    ).fetchone()
+    found = _VERSION_BODY.fullmatch(str(row[0])) if row is not None else None
+    return ("script", found.group(1)) if found is not None else None
 
 
 def uninstall(conn: psycopg.Connection[Any], *, cascade: bool = False) -> bool:
@@ -206,7 +236,7 @@ def uninstall(conn: psycopg.Connection[Any], *, cascade: bool = False) -> bool:
     one of your tables, say: unpublish it first); with it, those go too. A ``CREATE EXTENSION``
     install is refused: use ``DROP EXTENSION pghub``.
     """
-    with conn.transaction():
+    with conn.transaction(), _safe_search_path(conn):
         _lock(conn)
         found = installed_version(conn)
         if found is None:
@@ -225,7 +255,7 @@ _OUTSIDE_USERS = """
 WITH inside AS (
     SELECT d.classid, d.objid FROM pg_catalog.pg_depend AS d
     JOIN pg_catalog.pg_namespace AS n ON d.refobjid = n.oid
-    WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s
+    WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s::name
 )
 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
 FROM pg_catalog.pg_depend AS d
@@ -233,7 +263,7 @@ JOIN inside AS i ON d.refclassid = i.classid AND d.refobjid = i.objid
 WHERE NOT EXISTS (SELECT FROM inside AS o WHERE o.classid = d.classid AND o.objid = d.objid)
     AND d.deptype IN ('n', 'a')
 ORDER BY 1
-"""
+"""  # run under _safe_search_path: the operators are pg_catalog's
 
 
 def update_path(
@@ -269,26 +299,28 @@ def update_path(
 def _install(
     conn: psycopg.Connection[Any], target: str, directory: Traversable | Path
 ) -> InstallResult:
-    with conn.transaction():
+    with conn.transaction(), _safe_search_path(conn):
         _lock(conn)
         found = installed_version(conn)
         if found is not None and found[0] == "extension":
             return InstallResult("extension", "none", found[1], found[1])
         previous = found[1] if found is not None else None
-        if previous is None:
-            _refuse_foreign_schema(conn)
         scripts = _plan(previous, target, directory)
-        owner = conn.execute("SELECT quote_ident(current_user)").fetchone()
-        with _script_settings(conn):
-            for name in scripts:
-                text = prepare_script(
-                    (directory / name).read_text(encoding="utf-8"),
-                    owner_ident=str(owner[0]) if owner is not None else None,
-                )
-                try:
-                    conn.execute(text)
-                except psycopg.Error as error:
-                    raise InstallError(f"{name} failed: {error}") from error
+        owner = conn.execute("SELECT pg_catalog.quote_ident(CURRENT_USER)").fetchone()
+        for name in scripts:
+            text = prepare_script(
+                (directory / name).read_text(encoding="utf-8"),
+                owner_ident=str(owner[0]) if owner is not None else None,
+            )
+            try:
+                conn.execute(text)
+            except psycopg.Error as error:
+                if error.sqlstate == _DUPLICATE_SCHEMA and error.diag.message_hint:
+                    # The script's own refusal of a schema pghub: its words say it all.
+                    raise InstallError(
+                        f"{error.diag.message_primary} ({error.diag.message_hint})"
+                    ) from error
+                raise InstallError(f"{name} failed: {error}") from error
         now = installed_version(conn)
         if now is None or now[1] != target:
             got = "nothing" if now is None else now[1]
@@ -338,47 +370,40 @@ def _script_names(directory: Traversable | Path) -> list[str]:
 
 
 def _lock(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_INSTALL_LOCK_KEY])
-
-
-def _refuse_foreign_schema(conn: psycopg.Connection[Any]) -> None:
-    """A schema named pghub that holds objects but no pghub.version() belongs to someone else."""
-    row = conn.execute(
-        """
-        SELECT count(*) FROM pg_catalog.pg_depend AS d
-        JOIN pg_catalog.pg_namespace AS n ON d.refobjid = n.oid
-        WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s
-        """,
-        [SCHEMA],
-    ).fetchone()
-    if row is not None and row[0] > 0:
-        raise InstallError(
-            f"schema {SCHEMA} exists and holds {row[0]} objects, but no {SCHEMA}.version(): "
-            "it is not a pghub install; not touching it"
-        )
+    conn.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock(%s::pg_catalog.int8)", [_INSTALL_LOCK_KEY]
+    )
 
 
 @contextmanager
-def _script_settings(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """The settings CREATE EXTENSION runs a script with, restored afterwards.
+def _safe_search_path(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The settings CREATE EXTENSION runs a script with (the safe search_path), restored after.
 
-    Restored by hand rather than left to SET LOCAL: inside a caller's transaction (a savepoint
-    here) they would otherwise last until the caller commits.
+    The installer's own queries run under them too: with the caller's search_path, a role that
+    made a schema named after the installing role could resolve an operator in them. Restored
+    by hand rather than left to SET LOCAL: inside a caller's transaction (a savepoint here) they
+    would otherwise last until the caller commits.
     """
-    settings = {"search_path": _quote_ident(SCHEMA), "client_min_messages": "warning"}
+    settings = {"search_path": _SAFE_SEARCH_PATH, "client_min_messages": "warning"}
     saved = {name: _current_setting(conn, name) for name in settings}
     for name, value in settings.items():
-        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+        conn.execute(
+            "SELECT pg_catalog.set_config(%s::pg_catalog.text, %s::pg_catalog.text, true)",
+            [name, value],
+        )
     try:
         yield
     finally:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
             for name, value in saved.items():
-                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+                conn.execute(
+                    "SELECT pg_catalog.set_config(%s::pg_catalog.text, %s::pg_catalog.text, true)",
+                    [name, value],
+                )
 
 
 def _current_setting(conn: psycopg.Connection[Any], name: str) -> str:
-    row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
+    row = conn.execute("SELECT pg_catalog.current_setting(%s::pg_catalog.text)", [name]).fetchone()
     return str(row[0]) if row is not None else ""
 
 

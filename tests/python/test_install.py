@@ -191,18 +191,26 @@ def test_a_foreign_pghub_schema_is_not_touched(empty_database: Callable[[], str]
     dsn = empty_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA pghub; CREATE TABLE pghub.mine (id int)")
-        with pytest.raises(InstallError, match=r"schema pghub exists and holds 1 objects"):
+        with pytest.raises(InstallError, match=r"schema pghub already exists and holds no pghub"):
             install(conn)
         assert conn.execute("SELECT to_regprocedure('pghub.version()')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM pghub.mine").fetchone() == (0,)
 
 
-def test_an_empty_pghub_schema_is_used(empty_database: Callable[[], str]) -> None:
+def test_an_empty_pghub_schema_is_refused(empty_database: Callable[[], str]) -> None:
+    """Even one the installing role made itself: pghub installs only into a schema it made.
+
+    (One made by another role, by both routes, is in test_security.py.)
+    """
     dsn = empty_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA pghub")
+        with pytest.raises(InstallError, match=r"^pghub: schema pghub already exists") as err:
+            install(conn)
+        assert isinstance(err.value.__cause__, psycopg.errors.DuplicateSchema)
+        assert conn.execute("SELECT to_regprocedure('pghub.version()')").fetchone() == (None,)
+        conn.execute("DROP SCHEMA pghub")
         assert install(conn).action == "installed"
-        assert conn.execute("SELECT pghub.version()").fetchone() == ("0.3",)
 
 
 def test_install_in_the_callers_transaction(empty_database: Callable[[], str]) -> None:
@@ -268,7 +276,9 @@ def test_uninstall(empty_database: Callable[[], str]) -> None:
     create_extension(extension_db)
     with psycopg.connect(script_db, autocommit=True) as conn:
         conn.execute("CREATE VIEW public.uses_pghub AS SELECT pghub.channel('Orders') AS channel")
-        with pytest.raises(InstallError, match="still in use by: rule _RETURN on view uses_pghub"):
+        with pytest.raises(
+            InstallError, match=r"in use by: rule _RETURN on view public\.uses_pghub"
+        ):
             pghub_install.uninstall(conn)
         assert installed_version(conn) == ("script", "0.3")
         assert pghub_install.uninstall(conn, cascade=True) is True
@@ -285,13 +295,18 @@ def test_uninstall(empty_database: Callable[[], str]) -> None:
 def test_prepare_script_does_what_create_extension_does() -> None:
     text = (
         '\\echo Use "CREATE EXTENSION pghub" to load this file. \\quit\n'
-        "SET search_path = @extschema@;\n"
-        "GRANT USAGE ON SCHEMA @extschema@ TO @extowner@;\n"
+        "SET search_path = pg_catalog, pg_temp;\n"
+        "GRANT USAGE ON SCHEMA pghub TO @extowner@;\n"
     )
     prepared = prepare_script(text, owner_ident='"Some Role"')
-    assert prepared == '\nSET search_path = pghub;\nGRANT USAGE ON SCHEMA pghub TO "Some Role";\n'
+    assert prepared == (
+        '\nSET search_path = pg_catalog, pg_temp;\nGRANT USAGE ON SCHEMA pghub TO "Some Role";\n'
+    )
     with pytest.raises(InstallError, match="@extowner@"):
         prepare_script(text)
+    # Under CREATE EXTENSION @extschema@ is pg_catalog (the control file's schema), not pghub.
+    with pytest.raises(InstallError, match=r"@extschema@ \(pg_catalog under CREATE EXTENSION\)"):
+        prepare_script("SET search_path = @extschema@;\n")
     with pytest.raises(InstallError, match=r"line 2: psql command '\\\\set'"):
         prepare_script("SELECT 1;\n\\set x 1\n")
     with pytest.raises(InstallError, match="another extension"):
