@@ -314,7 +314,7 @@ def test_two_caches_follow_the_extension_row_and_statement_triggers(
     # per table, so this one is declared by hand with the extension's trigger function).
     conn.execute(
         "CREATE TRIGGER items_rows AFTER INSERT OR UPDATE OR DELETE ON items"
-        " FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger('items_rows', '+data')"
+        " FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger('+data', 'items_rows')"
     )
     conn.execute(
         "CREATE TRIGGER items_rows_truncate AFTER TRUNCATE ON items"
@@ -354,7 +354,7 @@ def test_a_row_that_returns_to_an_earlier_state_in_one_transaction(
     conn.execute(TABLE)
     conn.execute(
         "CREATE TRIGGER items_rows AFTER INSERT OR UPDATE OR DELETE ON items"
-        " FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger('items_rows', '+data')"
+        " FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger('+data', 'items_rows')"
     )
     conn.execute(OWN_TRIGGER)
     row_data, own = RowDataCache("row_data"), OwnEventCache("own")

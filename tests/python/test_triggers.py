@@ -399,7 +399,7 @@ def test_triggers_written_by_hand(conn: psycopg.Connection[Any], listen: Any) ->
     conn.execute("CREATE TABLE t (k int NOT NULL, id int PRIMARY KEY, v text)")
     conn.execute(
         "CREATE TRIGGER r AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW"
-        " EXECUTE FUNCTION pghub.row_trigger('by_row', '+data', 'k');"
+        " EXECUTE FUNCTION pghub.row_trigger('+data', 'by_row', 'k');"
         " CREATE TRIGGER s AFTER UPDATE ON t REFERENCING NEW TABLE AS fresh OLD TABLE AS stale"
         " FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('by_statement');"
         " CREATE TRIGGER d AFTER DELETE ON t FOR EACH ROW"

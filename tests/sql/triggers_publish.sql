@@ -61,7 +61,7 @@ SELECT
     is(
         pg_get_triggerdef(oid),
         'CREATE TRIGGER pghub_row AFTER INSERT OR DELETE OR UPDATE ON public.order_lines '
-        || 'FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger(''Line_Events'', ''item'', ''+data'')',
+        || 'FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger(''+data'', ''Line_Events'', ''item'')',
         'the row trigger and its arguments'
     )
 FROM pg_trigger
