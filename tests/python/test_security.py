@@ -1,0 +1,372 @@
+"""Attacks on pghub by a second role, on the real server (docs/security.md).
+
+Each test has an *attacker*: a LOGIN role with CREATE on the test database and nothing else,
+which is what a trusted extension's installer needs. Its planted code records that it ran (a row
+in a table that anyone may insert into) and, when it finds itself running as a superuser, makes
+the attacker a superuser. Every test ends by checking that neither happened, whichever role
+(an ordinary role or a superuser) then used pghub.
+
+- the overload attack: the role that ran CREATE EXTENSION adds to schema pghub a function that
+  pghub's own calls would prefer (``key_columns(oid)`` where pghub passes an ``oid`` to its
+  ``key_columns(regclass, text[])``);
+- the planted schema: a schema ``pghub`` made beforehand, even empty, by either install route
+  (``CREATE EXTENSION``, ``pghub.install.install``, ``pghub install``); and one holding a
+  ``pghub.version()`` that pghub's installer must never run;
+- the ``"$user"`` schema: a schema named after the role that writes to a published table, with
+  functions and operators that pghub's trigger code would resolve through the default search
+  path ``"$user", public``, for row and statement triggers, fired by an ordinary role and by a
+  superuser.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pghub import decode_payload
+from pghub.install import InstallError, install, installed_version
+
+WAIT_SECONDS = 5.0  # every wait for an event is bounded
+
+_role_numbers = itertools.count()
+
+
+class Scene:
+    """A fresh database with an attacker, an ordinary role and the superuser of the tests."""
+
+    def __init__(self, admin_dsn: str, attacker: str, victim: str) -> None:
+        self.dsn = admin_dsn
+        self.attacker = attacker
+        self.victim = victim
+        self.superuser = str(conninfo_to_dict(admin_dsn)["user"])
+
+    def connect(self, role: str | None = None) -> psycopg.Connection[Any]:
+        """An autocommit session as ``role`` (default: the superuser), default search_path."""
+        dsn = self.dsn if role is None else make_conninfo(self.dsn, user=role)
+        return psycopg.connect(dsn, autocommit=True)
+
+    def marks(self) -> list[tuple[str, str]]:
+        """What the attacker's code recorded: (the role it ran as, what ran)."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT ran_as, what FROM attacker_space.marker ORDER BY 1, 2")
+            return [(str(r[0]), str(r[1])) for r in rows.fetchall()]
+
+    def attacker_is_superuser(self) -> bool:
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT rolsuper FROM pg_catalog.pg_roles"
+                " WHERE rolname OPERATOR(pg_catalog.=) %s::pg_catalog.name",
+                [self.attacker],
+            ).fetchone()
+            assert row is not None
+            return bool(row[0])
+
+    def assert_nothing_gained(self) -> None:
+        assert self.marks() == [], "the attacker's code ran"
+        assert not self.attacker_is_superuser(), "the attacker became a superuser"
+
+
+@pytest.fixture
+def scene(server_dsn: str, empty_database: Callable[[], str]) -> Iterator[Scene]:
+    """A new database on which ``attacker`` has CREATE; ``victim`` has only PUBLIC's rights.
+
+    The attacker has made ``attacker_space.marker``, which any role may insert into. The
+    database is dropped (by ``empty_database``) before the roles are.
+    """
+    number = next(_role_numbers)
+    attacker = f"pghub_attacker_{os.getpid()}_{number}"
+    victim = f"pghub_victim_{os.getpid()}_{number}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        for role in (attacker, victim):
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        dsn = empty_database()
+        dbname = str(conninfo_to_dict(dsn)["dbname"])
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(dbname), sql.Identifier(attacker)
+                )
+            )
+        the_scene = Scene(dsn, attacker, victim)
+        with the_scene.connect(attacker) as conn:
+            conn.execute(
+                "CREATE SCHEMA attacker_space;"
+                " GRANT USAGE ON SCHEMA attacker_space TO PUBLIC;"
+                " CREATE TABLE attacker_space.marker (ran_as text, what text);"
+                " GRANT INSERT ON attacker_space.marker TO PUBLIC"
+            )
+        yield the_scene
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            for role in (attacker, victim):
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def attack_body(attacker: str, what: str, result: str) -> str:
+    """A PL/pgSQL body that records ``what`` ran, escalates when it can, returns ``result``.
+
+    Every name in it is qualified: it runs in its victim's search_path.
+    """
+    escalate = f"ALTER ROLE {_ident(attacker)} SUPERUSER"
+    return (
+        "BEGIN\n"
+        "    INSERT INTO attacker_space.marker VALUES (CURRENT_USER, "
+        f"{_literal(what)});\n"
+        "    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r\n"
+        "        WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN\n"
+        f"        EXECUTE {_literal(escalate)};\n"
+        "    END IF;\n"
+        f"    RETURN {result};\n"
+        "END"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ==== The overload attack ====
+
+
+def test_the_installing_role_cannot_plant_an_overload(scene: Scene) -> None:
+    """CREATE EXTENSION by a non-superuser leaves schema pghub to the bootstrap superuser.
+
+    Before: the installing role owned schema pghub and could add overloads that pghub's own
+    calls prefer, since both triggers pass ``TG_RELID`` (an ``oid``) to ``key_columns(regclass,
+    text[])``: ``key_columns(oid, text[])`` for the statement trigger, ``key_columns(oid)`` for a
+    row trigger written by hand without key columns. They ran as whoever wrote to the table.
+    """
+    overloads = {
+        "pghub.key_columns(tbl oid, columns text[])": "pghub.key_columns(oid, text[])",
+        "pghub.key_columns(tbl oid)": "pghub.key_columns(oid)",
+    }
+    refused: list[str] = []
+    with scene.connect(scene.attacker) as conn:
+        conn.execute("CREATE EXTENSION pghub")
+        owner = conn.execute(
+            "SELECT nspowner::regrole::text, (SELECT rolsuper FROM pg_roles WHERE oid = nspowner)"
+            " FROM pg_namespace WHERE nspname = 'pghub'"
+        ).fetchone()
+        for signature, what in overloads.items():
+            body = attack_body(scene.attacker, what, "ARRAY['id']::name[]")
+            try:
+                conn.execute(
+                    f"CREATE FUNCTION {signature} RETURNS name[] LANGUAGE plpgsql"
+                    f" AS {_literal(body)}"
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                refused.append(what)
+    # A table published per statement, plus a row trigger by hand (primary key by default).
+    for role in (scene.victim, None):
+        with scene.connect(role) as conn:
+            conn.execute(
+                "CREATE TEMPORARY TABLE t (id bigint PRIMARY KEY);"
+                " SELECT pghub.publish_table('pg_temp.t');"
+                " CREATE TRIGGER by_hand AFTER INSERT ON t FOR EACH ROW"
+                " EXECUTE FUNCTION pghub.row_trigger('t');"
+                " INSERT INTO t VALUES (1)"
+            )
+    scene.assert_nothing_gained()
+    assert owner is not None
+    assert owner[0] != scene.attacker
+    assert owner[1], f"schema pghub is owned by {owner[0]}, not by a superuser"
+    assert refused == list(overloads.values()), "the installing role could add to schema pghub"
+
+
+# ==== The planted schema ====
+
+
+def plant_empty_schema(scene: Scene) -> None:
+    with scene.connect(scene.attacker) as conn:
+        conn.execute("CREATE SCHEMA pghub; GRANT USAGE, CREATE ON SCHEMA pghub TO PUBLIC")
+
+
+def assert_not_installed(scene: Scene) -> None:
+    """Nothing of pghub went into the attacker's schema; it is still the attacker's."""
+    with scene.connect() as conn:
+        row = conn.execute(
+            "SELECT nspowner::regrole::text,"
+            " (SELECT count(*) FROM pg_proc WHERE pronamespace = n.oid),"
+            " (SELECT count(*) FROM pg_extension WHERE extname = 'pghub')"
+            " FROM pg_namespace AS n WHERE nspname = 'pghub'"
+        ).fetchone()
+    assert row == (scene.attacker, 0, 0)
+
+
+@pytest.mark.parametrize("installer", ["ordinary", "superuser"])
+def test_create_extension_refuses_a_schema_made_beforehand(scene: Scene, installer: str) -> None:
+    plant_empty_schema(scene)
+    role = None
+    if installer == "ordinary":  # another role with CREATE on the database
+        role = scene.victim
+        with scene.connect() as admin:
+            admin.execute(
+                sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(str(conninfo_to_dict(scene.dsn)["dbname"])),
+                    sql.Identifier(role),
+                )
+            )
+    with scene.connect(role) as conn, pytest.raises(psycopg.errors.DuplicateSchema) as refused:
+        conn.execute("CREATE EXTENSION pghub")
+    message = refused.value.diag.message_primary or ""
+    assert message.startswith("pghub: schema pghub already exists (owner "), message
+    assert scene.attacker in message
+    assert refused.value.diag.message_hint
+    assert_not_installed(scene)
+    scene.assert_nothing_gained()
+
+
+def test_the_script_route_refuses_a_schema_made_beforehand(scene: Scene) -> None:
+    plant_empty_schema(scene)
+    expected = r"^pghub: schema pghub already exists"
+    with scene.connect() as conn, pytest.raises(InstallError, match=expected) as refused:
+        install(conn)
+    assert f"belongs to role {scene.attacker}" in str(refused.value)
+    assert isinstance(refused.value.__cause__, psycopg.errors.DuplicateSchema)
+    assert_not_installed(scene)
+
+
+def test_pghub_install_refuses_a_schema_made_beforehand(scene: Scene) -> None:
+    plant_empty_schema(scene)
+    done = subprocess.run(
+        [sys.executable, "-m", "pghub", "--dsn", scene.dsn, "install"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert "schema pghub already exists" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert_not_installed(scene)
+
+
+def test_a_planted_version_function_is_never_run(scene: Scene) -> None:
+    """pghub.install reads pghub.version(), it does not call it: a superuser runs the installer.
+
+    Before: ``installed_version()`` (used by ``install``, ``pghub install --check`` and
+    ``pghub doctor``) called the attacker's ``pghub.version()`` as the installing role.
+    """
+    with scene.connect(scene.attacker) as conn:
+        conn.execute(
+            "CREATE SCHEMA pghub; GRANT USAGE ON SCHEMA pghub TO PUBLIC;"
+            " CREATE FUNCTION pghub.version() RETURNS text LANGUAGE plpgsql AS "
+            + _literal(attack_body(scene.attacker, "pghub.version()", "'0.3'::text"))
+        )
+    with scene.connect() as conn:
+        assert installed_version(conn) is None
+        with pytest.raises(InstallError, match=f"belongs to role {scene.attacker}"):
+            install(conn)
+    for command in (["install", "--check"], ["install"], ["doctor"]):
+        subprocess.run(
+            [sys.executable, "-m", "pghub", "--dsn", scene.dsn, *command],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    scene.assert_nothing_gained()
+
+
+# ==== The "$user" schema ====
+
+# Functions and operators pghub's trigger code used to resolve through the caller's search
+# path, each with argument types that match pghub's call more closely than pg_catalog's own:
+# (kind, name, argument types, result type, the pg_catalog expression it returns).
+USER_SCHEMA_PLANTS = [
+    ("operator", "->>", ("jsonb", "name"), "text", "a OPERATOR(pg_catalog.->>) b::text"),
+    ("operator", "?", ("jsonb", "name"), "boolean", "a OPERATOR(pg_catalog.?) b::text"),
+    ("operator", "=", ("name", "text"), "boolean", "a OPERATOR(pg_catalog.=) b::name"),
+    ("function", "quote_ident", ("name",), "text", "pg_catalog.quote_ident(a::text)"),
+    ("function", "format", ("text", "name", "name"), "text", "pg_catalog.format(a, b, c)"),
+    ("function", "format", ("text", "name", "bigint"), "text", "pg_catalog.format(a, b, c)"),
+    ("function", "format", ("text", "text"), "text", "pg_catalog.format(a, b)"),
+    ("function", "lower", ("text",), "text", "pg_catalog.lower(a)"),
+    (
+        "function",
+        "array_to_string",
+        ("bigint[]", "text"),
+        "text",
+        "pg_catalog.array_to_string(a, b)",
+    ),
+    ("function", "to_jsonb", ("bigint[]",), "jsonb", "pg_catalog.to_jsonb(a)"),
+]
+
+
+def plant_in_user_schema(scene: Scene, schema: str) -> None:
+    """As the attacker: a schema named ``schema`` (a role's name), its plants usable by all."""
+    statements = [
+        f"CREATE SCHEMA {_ident(schema)}",
+        f"GRANT USAGE ON SCHEMA {_ident(schema)} TO PUBLIC",
+    ]
+    for number, (kind, name, args, result, expression) in enumerate(USER_SCHEMA_PLANTS):
+        params = ", ".join(f"{p} {t}" for p, t in zip("abc", args, strict=False))
+        what = f"{name}({', '.join(args)})"
+        function = name if kind == "function" else f"op{number}"
+        body = attack_body(scene.attacker, what, expression)
+        statements.append(
+            f"CREATE FUNCTION {_ident(schema)}.{_ident(function)}({params}) RETURNS {result}"
+            f" LANGUAGE plpgsql AS {_literal(body)}"
+        )
+        if kind == "operator":
+            statements.append(
+                f"CREATE OPERATOR {_ident(schema)}.{name} (LEFTARG = {args[0]},"
+                f" RIGHTARG = {args[1]}, FUNCTION = {_ident(schema)}.{function})"
+            )
+    with scene.connect(scene.attacker) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.mark.parametrize("level", ["row", "statement"])
+@pytest.mark.parametrize("writer", ["ordinary", "superuser"])
+def test_a_schema_named_after_the_writer_is_not_used(scene: Scene, level: str, writer: str) -> None:
+    with scene.connect() as admin:
+        admin.execute("CREATE EXTENSION pghub")
+        admin.execute(
+            sql.SQL(
+                "CREATE SCHEMA tables AUTHORIZATION {}; GRANT USAGE ON SCHEMA tables TO PUBLIC"
+            ).format(sql.Identifier(scene.victim))
+        )
+    with scene.connect(scene.victim) as conn:
+        conn.execute(
+            "CREATE TABLE tables.t (id bigint PRIMARY KEY, note text);"
+            " GRANT ALL ON tables.t TO PUBLIC"
+        )
+        data = ", with_data => true" if level == "row" else ""
+        conn.execute(f"SELECT pghub.publish_table('tables.t', level => '{level}'{data})")
+    role = scene.victim if writer == "ordinary" else None
+    plant_in_user_schema(scene, scene.victim if role else scene.superuser)
+    with scene.connect(role) as conn, scene.connect(role) as listener:
+        path = conn.execute("SELECT current_schemas(false)").fetchone()
+        assert path is not None
+        assert path[0][0] == (role or scene.superuser), "the path starts with the planted schema"
+        listener.execute("LISTEN t")
+        conn.execute("INSERT INTO tables.t VALUES (1, 'a'), (2, 'b')")
+        conn.execute("UPDATE tables.t SET note = 'c'")
+        conn.execute("UPDATE tables.t SET id = id + 10")
+        conn.execute("DELETE FROM tables.t")
+        conn.execute("TRUNCATE tables.t")
+        expected = 2 + 2 + 2 + 2 + 1 if level == "row" else 5
+        got = list(listener.notifies(timeout=WAIT_SECONDS, stop_after=expected))
+    scene.assert_nothing_gained()
+    ops = [decode_payload(n.payload)[1]["op"] for n in got]
+    assert len(ops) == expected, ops
+    assert ops.count("tru") == 1
