@@ -6,7 +6,9 @@ against this module and against the SQL functions of the extension alike.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -239,9 +241,11 @@ class _JsonReader:
     the scanner does not read whole (and for the error message), and a full decoder for
     integers past Python's digit limit."""
 
-    __slots__ = ("decode", "decode_long_ints", "scan")
+    __slots__ = ("decode", "decode_long_ints", "fast", "scan")
 
     def __init__(self, parse_float: NumberHook, parse_int: NumberHook | None) -> None:
+        # A whole-text decoder tried before the scanner, where an accelerator is installed.
+        self.fast: Callable[[str], Any] | None = None
         decoder = json.JSONDecoder(
             parse_float=parse_float, parse_int=parse_int, parse_constant=_reject_constant
         )
@@ -256,7 +260,29 @@ class _JsonReader:
         ).decode
 
 
+def _msgspec_decoder() -> Callable[[str], Any] | None:
+    """msgspec's JSON decoder with pghub's float parser, if msgspec is installed (the
+    ``pghub[msgspec]`` extra) and ``PGHUB_NO_ACCELERATOR`` is not set.
+
+    With our parse_float it accepts exactly what json's scanner accepts, with the same values:
+    it reads integers of any size exactly and leaves every fraction and exponent to
+    _parse_float. Everything it refuses goes the pure way, which decides and words the error.
+    tests/python/test_decoder_equivalence.py holds it to the reference decoder.
+    """
+    if os.environ.get("PGHUB_NO_ACCELERATOR"):
+        return None
+    try:
+        msgspec_json = importlib.import_module("msgspec.json")
+    except ImportError:
+        return None
+    decode: Callable[[str], Any] = msgspec_json.Decoder(float_hook=_parse_float).decode
+    return decode
+
+
 _PLAIN_READER = _JsonReader(_parse_float, None)
+_PLAIN_READER.fast = _msgspec_decoder()
+#: The accelerator decoding payloads without number hooks: "msgspec", or None (pure Python).
+ACCELERATOR = None if _PLAIN_READER.fast is None else "msgspec"
 # Readers with the caller's number hooks, by hook pair: callers pass the same few functions.
 _hooked_readers: dict[tuple[NumberHook | None, NumberHook | None], _JsonReader] = {}
 _HOOKED_READERS_SIZE = 64
@@ -316,16 +342,25 @@ def decode_payload(
         reader = _PLAIN_READER
     else:
         reader = _reader(parse_float, parse_int)
-    try:
-        # A canonical payload is one JSON value without whitespace: one scanner call reads
-        # it. Anything else (whitespace, errors) goes the full way, which words the error.
-        value, end = reader.scan(text, 0)
-    except (StopIteration, ValueError):
-        end = -1
-    except RecursionError:
-        raise _json_error(size + 1, "it nests too deeply for Python") from None
-    except _HookFailed as failed:
-        raise failed.error from None
+    fast = reader.fast
+    if fast is not None:  # msgspec; whatever it refuses, the pure way decides
+        try:
+            value = fast(text)
+            end = len(text)
+        except Exception:
+            end = -1
+    else:
+        try:
+            # A canonical payload is one JSON value without whitespace: one scanner call
+            # reads it. Anything else (whitespace, errors) goes the full way, which words
+            # the error.
+            value, end = reader.scan(text, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        except RecursionError:
+            raise _json_error(size + 1, "it nests too deeply for Python") from None
+        except _HookFailed as failed:
+            raise failed.error from None
     if end != len(text):
         value = _decode_json(reader, text, size + 1)
     # json accepts what jsonb refuses: \u0000 and lone surrogates. Look for them only where

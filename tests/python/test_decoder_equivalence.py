@@ -4,6 +4,8 @@ Both must give the same verdict on every payload: the same key and value, types 
 or InvalidPayload with the same offset and the same message. Payloads are valid events,
 valid events mutated where the grammar is delicate, and non-canonical forms other encoders
 write. The number hooks (``parse_float``/``parse_int``) change values, never verdicts.
+Each check runs on both ways of reading the JSON part: the pure-Python scanner and, where the
+``pghub[msgspec]`` extra is installed, msgspec (skipped, and said so, where it is not).
 Pure Python: ``PGHUB_DECODER_EXAMPLES`` examples a property (1000 by default).
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -20,13 +24,37 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wire_support import VECTORS, event_keys, json_values
 
-from pghub import InvalidPayload, PayloadTooLarge, decode_event, decode_payload, encode_payload
+from pghub import (
+    InvalidPayload,
+    PayloadTooLarge,
+    decode_event,
+    decode_payload,
+    encode_payload,
+    wire,
+)
 
 EXAMPLES = settings(
     max_examples=int(os.environ.get("PGHUB_DECODER_EXAMPLES", "1000")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+ACCELERATED = wire._msgspec_decoder()
+implementations = pytest.mark.parametrize("implementation", ["pure", "msgspec"])
+
+
+@contextmanager
+def reading_json_with(implementation: str) -> Iterator[None]:
+    """decode_payload with the JSON part read by ``implementation`` while in the block."""
+    if implementation == "msgspec" and ACCELERATED is None:
+        pytest.skip("msgspec is not installed (the pghub[msgspec] extra)")
+    saved = wire._PLAIN_READER.fast
+    wire._PLAIN_READER.fast = ACCELERATED if implementation == "msgspec" else None
+    try:
+        yield
+    finally:
+        wire._PLAIN_READER.fast = saved
 
 
 def tagged(value: Any) -> Any:
@@ -112,24 +140,32 @@ non_canonical = st.builds(
 # --- properties --------------------------------------------------------------------------
 
 
+@implementations
 @EXAMPLES
 @given(payload=valid_payloads)
-def test_valid_payloads_decode_alike(payload: str) -> None:
-    assert assert_same_verdict(payload)[0] == "accepted"
+def test_valid_payloads_decode_alike(payload: str, implementation: str) -> None:
+    with reading_json_with(implementation):
+        assert assert_same_verdict(payload)[0] == "accepted"
 
 
+@implementations
 @EXAMPLES
 @given(payload=mutated_payloads())
-def test_mutated_payloads_get_the_same_verdict(payload: str) -> None:
-    assert_same_verdict(payload)
+def test_mutated_payloads_get_the_same_verdict(payload: str, implementation: str) -> None:
+    with reading_json_with(implementation):
+        assert_same_verdict(payload)
 
 
+@implementations
 @EXAMPLES
 @given(
     payload=key_lists | non_canonical | st.text(max_size=40) | st.text(max_size=40).map("e".__add__)
 )
-def test_key_lists_and_other_encoders_forms_get_the_same_verdict(payload: str) -> None:
-    assert_same_verdict(payload)
+def test_key_lists_and_other_encoders_forms_get_the_same_verdict(
+    payload: str, implementation: str
+) -> None:
+    with reading_json_with(implementation):
+        assert_same_verdict(payload)
 
 
 @EXAMPLES
@@ -149,9 +185,10 @@ def test_number_hooks_see_each_number_text_and_change_no_verdict(payload: str) -
     assert exact[2] == tagged(want_exact)
 
 
-# --- edges of the fast key path ----------------------------------------------------------
+# --- edges of the fast paths ----------------------------------------------------------------
 
 
+@implementations
 @pytest.mark.parametrize(
     "payload",
     [
@@ -190,18 +227,60 @@ def test_number_hooks_see_each_number_text_and_change_no_verdict(payload: str) -
         "ee",
         "e:1e131072",
         'e7:{"a":[1,2.5,"\\ud83d\\ude00"]}',
+        # the JSON part, where an accelerator could differ from json's scanner
+        'e:{"a":1,"b":2,"a":3}',
+        'e:{"b":{"x":1},"b":[2]}',
+        "e:[" + "7" * 4300 + "]",
+        "e:[" + "7" * 4301 + "]",
+        "e:-" + "7" * 4400,
+        "e:[18446744073709551616,-9223372036854775809,123456789012345678901234567890]",
+        "e:[-0,-0.0,0.0,1E400,-1e-400,1e-7,1.0e+2,1E-2,5e-324,2.5e-324]",
+        "e:1" + "0" * 400 + ".5",
+        "e:0." + "0" * 5000 + "1",
+        'e:["\\/","\\u00e9","\\uD83D\\uDE00","\\u00E9","\x7f","\u2028","\U0001f600"]',
+        'e:{"\\u0000":1}',
+        'e:["a\\u0000"]',
+        'e:"\\ud800"',
+        'e:"\ud800"',
+        'e:["\udfff",1]',
+        "e:" + "[" * 200 + "]" * 200,
+        "e: [1] ",
+        "e:[1]\n",
+        "e:\t{}",
+        'e:[],""',
+        "e:[]]",
+        "e:1.",
+        "e:.5",
+        "e:-",
+        "e:01",
+        "e:1e",
+        "e:[1,]",
+        'e:{"a":1,}',
+        "e:nul",
+        "e:NaN",
+        "e:-Infinity",
+        'e:"\x01"',
+        "e:\ufeff1",
+        'e:"\\x41"',
+        'e:"\\u12"',
+        "e:''",
+        "e:[true,false,null]",
+        "e:TRUE",
     ],
 )
-def test_key_path_edges_match_the_reference(payload: str) -> None:
-    assert_same_verdict(payload)
+def test_edges_match_the_reference(payload: str, implementation: str) -> None:
+    with reading_json_with(implementation):
+        assert_same_verdict(payload)
 
 
+@implementations
 @pytest.mark.parametrize(
     "section", ["valid", "decode_only", "invalid_payloads"], ids=lambda name: name
 )
-def test_every_vector_gets_the_reference_verdict(section: str) -> None:
-    for vector in VECTORS[section]:
-        assert_same_verdict(vector["payload"])
+def test_every_vector_gets_the_reference_verdict(section: str, implementation: str) -> None:
+    with reading_json_with(implementation):
+        for vector in VECTORS[section]:
+            assert_same_verdict(vector["payload"])
 
 
 # --- the number hooks ----------------------------------------------------------------------
