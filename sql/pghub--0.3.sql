@@ -614,13 +614,6 @@ BEGIN
         PERFORM pghub.notify(topic, event_key, value);
         RETURN NULL;
     END IF;
-    -- A row of more than 128 KiB as jsonb cannot fit: jsonb takes at most 6 bytes for a byte of
-    -- canonical JSON (an array of zeros; most values take less than 2). Such a row is not
-    -- printed at all, which also spares a value nested too deeply to be printed (54001).
-    IF pg_column_size(data) > 131072 THEN
-        PERFORM pghub.notify(topic, event_key, value || '{"data_omitted": true}'::jsonb);
-        RETURN NULL;
-    END IF;
     -- Canonical JSON is jsonb's text without the blanks after ':' and ',', with each '$' six bytes
     -- long: this bound is never below the real size, so most rows need no trial encoding
     -- (a trial costs a subtransaction).

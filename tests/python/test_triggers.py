@@ -482,6 +482,16 @@ MISUSES = [
         "CREATE TRIGGER x AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION pghub.row_trigger()",
         id="no topic",
     ),
+    pytest.param(
+        "CREATE TRIGGER x AFTER INSERT ON t FOR EACH ROW"
+        " EXECUTE FUNCTION pghub.row_trigger('+data')",
+        id="an option and no topic",
+    ),
+    pytest.param(
+        "CREATE TRIGGER x AFTER INSERT ON t FOR EACH ROW"
+        " EXECUTE FUNCTION pghub.row_trigger('+rows', 't')",
+        id="unknown option",
+    ),
 ]
 
 
@@ -510,6 +520,50 @@ def test_a_row_trigger_naming_a_missing_column_fails_the_write(
     with pytest.raises(psycopg.Error) as failure:
         conn.execute("INSERT INTO t VALUES (1)")
     assert failure.value.sqlstate == "42703"
+    assert failure.value.diag.message_hint is None
+    # '+data' after the topic is a key column like any other; the hint says where options go.
+    conn.execute(
+        "DROP TRIGGER x ON t; CREATE TRIGGER x AFTER INSERT ON t FOR EACH ROW"
+        " EXECUTE FUNCTION pghub.row_trigger('t', '+data')"
+    )
+    with pytest.raises(psycopg.Error) as failure:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert failure.value.sqlstate == "42703"
+    assert 'key column "+data" does not exist' in str(failure.value)
+    assert "go before the topic" in (failure.value.diag.message_hint or "")
+
+
+@pytest.mark.parametrize("with_data", [False, True])
+def test_a_key_column_may_be_named_plus_data(
+    conn: psycopg.Connection[Any], listen: Any, with_data: bool
+) -> None:
+    """The '+data' option is passed before the topic, so a key column named +data is a column.
+
+    Before, the row trigger took any argument '+data' for the option: the key column was lost
+    (the primary key was used) and the row was sent whether asked for or not.
+    """
+    conn.execute('CREATE TABLE t (id int PRIMARY KEY, "+data" bigint NOT NULL, v text)')
+    assert publish(conn, "t", level="row", key_columns=["+data"], with_data=with_data) == "t"
+    listener = listen("t")
+    conn.execute("INSERT INTO t VALUES (1, 70, 'a')")
+    conn.execute('UPDATE t SET "+data" = 71')
+    row = {"id": 1, "+data": 71, "v": "a"}
+    inserted = {"data": {**row, "+data": 70}} if with_data else {}
+    updated = {"data": row} if with_data else {}
+    assert [(event.key, event.value) for event in listener.collect(conn)] == [
+        ((70,), {"op": "ins", "table": "public.t", "seq": 1, **inserted}),
+        ((71,), {"op": "upd", "table": "public.t", "seq": 1, "old_key": [70], **updated}),
+    ]
+    # The same by hand: the option first, then the topic, then the key column.
+    conn.execute(
+        "SELECT pghub.unpublish_table('t');"
+        " CREATE TRIGGER r AFTER DELETE ON t FOR EACH ROW"
+        " EXECUTE FUNCTION pghub.row_trigger('+data', 't', '+data')"
+    )
+    conn.execute("DELETE FROM t")
+    assert [(event.key, event.value) for event in listener.collect(conn)] == [
+        ((71,), {"op": "del", "table": "public.t", "seq": 1, "data": row}),
+    ]
 
 
 def test_key_columns_reports_what_publish_would_use(conn: psycopg.Connection[Any]) -> None:

@@ -1,6 +1,6 @@
 -- pghub.decode: the strict decoder; every rejected form of WIRE.md with its byte offset.
 BEGIN;
-SELECT plan(65);
+SELECT plan(67);
 
 CREATE FUNCTION pg_temp.decoded(payload text) RETURNS text
 LANGUAGE sql AS $$
@@ -216,6 +216,18 @@ SELECT throws_ok(
     $$SELECT pghub.decode('e:1e1000000')$$, '22P02',
     'invalid payload at byte 2: expected a JSON text: value overflows numeric format',
     'a number beyond numeric'
+);
+-- Nested deeper than the server's parser goes (stack depth exceeded, 54001 inside): one more
+-- payload that cannot be decoded, so 22P02 like every other.
+SELECT throws_ok(
+    $$SELECT pghub.decode('e:' || repeat('[', 100000) || repeat(']', 100000))$$, '22P02',
+    'invalid payload at byte 2: expected a JSON text: it nests too deeply for the server',
+    'JSON nested 100,000 deep'
+);
+SELECT throws_ok(
+    $$SELECT pghub.decode('e7:' || repeat('{"a":', 100000))$$, '22P02',
+    'invalid payload at byte 3: expected a JSON text: it nests too deeply for the server',
+    'unterminated JSON nested 100,000 deep'
 );
 SELECT is(
     (

@@ -1,6 +1,6 @@
 -- pghub.encode: the canonical payload of WIRE.md, byte for byte, and every refusal.
 BEGIN;
-SELECT plan(71);
+SELECT plan(73);
 
 -- First, before anything has cached a plan of the function bodies: backslashes mean the
 -- same with standard_conforming_strings off (the bodies use E'' strings).
@@ -283,6 +283,29 @@ SELECT throws_ok(
     $$SELECT pghub.encode('{{{1}}}', 'null')$$, '2202E',
     'invalid key: an array of 3 dimensions, a key has one', 'three dimensions are refused'
 );
+
+-- A value nested too deeply to be written as text: 54001 (documented). Such a value can only
+-- be built in memory, deeper than jsonb's parser reads; a small stack makes one cheap to build.
+CREATE FUNCTION pg_temp.nested(depth integer) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v jsonb := '1';
+BEGIN
+    FOR i IN 1 .. depth LOOP
+        v := jsonb_build_array(v);
+    END LOOP;
+    RETURN v;
+END
+$$;
+SET LOCAL max_stack_depth = '100kB';
+SELECT is(
+    length(pghub.encode(NULL, pg_temp.nested(300))), 603, 'nested 300 deep is written'
+);
+SELECT throws_ok(
+    $$SELECT pghub.encode(NULL, pg_temp.nested(3000))$$, '54001', NULL,
+    'nested too deeply to be written as text'
+);
+RESET max_stack_depth;
 
 -- Properties.
 SELECT volatility_is(
