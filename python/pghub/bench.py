@@ -39,6 +39,8 @@ from typing import Any
 
 import psycopg
 
+from .cli._common import first_line, redact
+
 SCENARIOS = ("single", "burst", "drain", "paced", "fanout", "large")
 SIDES = ("baseline", "pghub")
 FIGURES = ("events_per_s", "p50_ms", "p99_ms", "cpu_ms_per_10k", "rss_mb")
@@ -832,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server_version(args.dsn)
     except psycopg.Error as exc:  # unreachable, or a conninfo libpq cannot read
-        print(f"pghub bench: cannot connect: {str(exc).strip()}", file=sys.stderr)
+        print(f"pghub bench: cannot connect: {redact(first_line(exc), args.dsn)}", file=sys.stderr)
         return 3
     try:
         result = run(args)

@@ -30,7 +30,15 @@ import psycopg
 from psycopg import sql
 
 from ._embedded import NoServer, PrivateServer, find_bindir
-from .cli._common import CliError, Exit, connect, database_error, use_colour, with_timeout
+from .cli._common import (
+    CliError,
+    Exit,
+    check_seconds,
+    connect,
+    database_error,
+    use_colour,
+    with_timeout,
+)
 from .cli._format import json_line, pretty_line
 from .errors import ConnectFailed
 from .events import Action, Event
@@ -94,6 +102,7 @@ class Narrator:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seconds("--pace", args.pace, zero=True)
     pretty = args.format == "pretty" or (args.format == "auto" and sys.stdout.isatty())
     story = Narrator(pretty=pretty, colour=pretty and use_colour(sys.stdout))
     dsn = args.dsn if args.dsn is not None else os.environ.get("PGHUB_DSN")
@@ -128,7 +137,7 @@ def _demo(story: Narrator, conninfo: str, args: argparse.Namespace, *, private: 
             try:
                 result = install(admin)
             except (InstallError, psycopg.Error) as error:
-                raise database_error(error, "pghub demo: installing pghub") from None
+                raise database_error(error, "installing pghub") from None
             story.say(f"pghub demo: {result.message}")
         else:  # someone's install: used as it is, neither upgraded nor removed
             story.say(f"pghub demo: pghub {found_before[1]} is installed here; using it")
@@ -244,7 +253,7 @@ def _watch(story: Narrator, conninfo: str, args: argparse.Namespace, steps: list
         hub.consumer(received, *topics)
         _await_subscribed(inbox, set(topics))
         story.say(f"pghub demo: a consumer (pghub.Hub) follows {', '.join(topics)}")
-        with psycopg.connect(conninfo) as writer:
+        with connect(conninfo, args.connect_timeout, autocommit=False) as writer:
             problems = [
                 problem
                 for step in steps

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 from typing import Any
 
+from .._canonical import decimal_text, float_text, int_text, jsonb_key_order
 from .._canonical import dumps as canonical_json
+from ..errors import PghubError
 from ..events import Action, Advisory, Event
 
 _RESET = "\033[0m"
@@ -27,7 +30,7 @@ def json_line(event: Event) -> str:
     return (
         f'{{"topic":{json.dumps(event.topic)},'
         f'"key":{json.dumps(list(event.key), separators=_TIGHT)},'
-        f'"value":{canonical_json(event.value)}}}'
+        f'"value":{value_text(event.value)}}}'
     )
 
 
@@ -36,12 +39,69 @@ def pretty_line(event: Event, *, colour: bool) -> str:
     now = time.time()
     stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
     key = "[" + ", ".join(str(part) for part in event.key) + "]"
-    value = canonical_json(event.value)
+    value = value_text(event.value)
     if not colour:
         return f"{stamp}  {event.topic}  {key}  {value}"
     return (
         f"{_DIM}{stamp}{_RESET}  {_BOLD_CYAN}{event.topic}{_RESET}  {_YELLOW}{key}{_RESET}  {value}"
     )
+
+
+def value_text(value: Any) -> str:
+    """A received value as canonical JSON, however deep it nests.
+
+    The library's writer recurses, and gives up on values nested a few hundred levels deep
+    (fewer when floats send it the careful way); the hub decodes deeper ones than that. Those
+    are written here without recursion, in the same canonical form.
+    """
+    try:
+        return canonical_json(value)
+    except PghubError:
+        return _deep_json(value).replace("$", "\\u0024")
+
+
+_quote = json.encoder.encode_basestring  # the library's string escaper (jsonb's escape_json)
+
+
+def _deep_json(value: Any) -> str:
+    """Canonical JSON without recursion: a stack of what is still to write."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is _Text:
+            out.append(item)
+        elif item is None:
+            out.append("null")
+        elif item is True or item is False:
+            out.append("true" if item else "false")
+        elif isinstance(item, str):
+            out.append(_quote(item))
+        elif isinstance(item, int):
+            out.append(int_text(item))
+        elif isinstance(item, float):
+            out.append(float_text(item))
+        elif isinstance(item, Decimal):
+            out.append(decimal_text(item))
+        elif isinstance(item, dict):
+            parts: list[Any] = [_Text("{")]
+            for index, key in enumerate(sorted(item, key=jsonb_key_order)):
+                parts += [_Text(("," if index else "") + _quote(key) + ":"), item[key]]
+            todo += reversed([*parts, _Text("}")])
+        elif isinstance(item, (list, tuple)):
+            parts = [_Text("[")]
+            for index, element in enumerate(item):
+                parts += [_Text(","), element] if index else [element]
+            todo += reversed([*parts, _Text("]")])
+        else:
+            raise TypeError(f"{type(item).__name__} is not JSON")
+    return "".join(out)
+
+
+class _Text(str):
+    """Punctuation already written out, told apart from string values on the stack."""
+
+    __slots__ = ()
 
 
 def advisory_text(advisory: Advisory) -> str:
@@ -65,4 +125,4 @@ def verdict_line(verdict: str, name: str, detail: str, *, colour: bool) -> str:
 
 def compact(value: Any) -> str:
     """A value as canonical JSON (for the demo's narration)."""
-    return canonical_json(value)
+    return value_text(value)

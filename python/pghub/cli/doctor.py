@@ -18,7 +18,19 @@ from ..events import Action, Event
 from ..hub import Hub
 from ..install import default_version, installed_version
 from ..wire import encode_payload
-from ._common import CliError, Exit, connect, conninfo_from, first_line, use_colour, with_timeout
+from ._common import (
+    CliError,
+    Exit,
+    check_seconds,
+    connect,
+    conninfo_from,
+    database_error,
+    first_line,
+    redact,
+    shorten,
+    use_colour,
+    with_timeout,
+)
 from ._format import verdict_line
 
 TESTED_MAJORS = range(14, 19)  # the server versions pghub's CI runs
@@ -41,18 +53,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise CliError(f"--timeout must be positive, got {args.timeout:g}", Exit.USAGE)
+    check_seconds("--timeout", args.timeout)
     colour = use_colour(sys.stdout)
 
     def show(verdict: Verdict) -> None:
-        print(verdict_line(*verdict, colour=colour), flush=True)
+        print(redact(verdict_line(*verdict, colour=colour)), flush=True)
 
     conninfo = conninfo_from(args.dsn)
     try:
         conn = connect(conninfo, args.connect_timeout)
     except CliError as error:
-        show(Verdict("FAIL", "connect", str(error)))
+        show(Verdict("FAIL", "connect", shorten(str(error))))
         return error.code
     verdicts: list[Verdict] = []
     with conn:
@@ -69,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
             try:
                 verdict = check()
             except psycopg.Error as error:
+                failure = database_error(error)
+                if failure.code == Exit.UNREACHABLE:
+                    # The server stopped answering or the connection is gone: no other check
+                    # can run, and each would wait for the timeout again.
+                    show(Verdict("FAIL", name, str(failure)))
+                    return Exit.UNREACHABLE
                 verdict = Verdict("FAIL", name, f"query failed: {first_line(error)}")
             verdicts.append(verdict)
             show(verdict)
@@ -127,7 +144,11 @@ def _round_trip(
         with_timeout(conninfo, connect_timeout),
         name="pghub-doctor",
         connect_timeout=connect_timeout,
+        # A LISTEN the server never answers is given up on within the connect timeout, and
+        # stopping the hub (which waits for a command in flight) is bounded by it too.
+        liveness_timeout=max(1.0, connect_timeout),
     )
+    stop_waits = False
     try:
         hub.start()
         hub.consumer(inbox.put, topic)
@@ -144,10 +165,13 @@ def _round_trip(
             conn.execute("SELECT pg_notify(%s, %s)", [topic, encode_payload(key, value)])
         arrived = _wait_for(inbox, deadline, lambda e: e.topic is not None)
         elapsed_ms = (time.perf_counter() - started) * 1000
+        stop_waits = True
     except PghubError as error:
+        stop_waits = True
         return Verdict("FAIL", "round trip", f"the hub could not listen: {first_line(error)}")
     finally:
-        hub.stop(wait=True)
+        # Interrupted, or this connection failed: the hub is not waited for on the way out.
+        hub.stop(wait=stop_waits)
     sender = "pghub.notify() in SQL" if sql_side else "pg_notify()"
     if arrived is None:
         return Verdict(

@@ -27,7 +27,7 @@ def run_install(args: argparse.Namespace) -> int:
         try:
             result = install(conn)
         except (InstallError, psycopg.Error) as error:
-            raise database_error(error, "pghub install") from None
+            raise database_error(error) from None
     print(result.message, flush=True)
     return Exit.OK
 
@@ -36,7 +36,7 @@ def _check(conn: psycopg.Connection[object]) -> int:
     try:
         found = installed_version(conn)
     except psycopg.Error as error:
-        raise database_error(error, "pghub install --check") from None
+        raise database_error(error) from None
     wanted = default_version()
     if found is None:
         raise CliError(
@@ -46,7 +46,7 @@ def _check(conn: psycopg.Connection[object]) -> int:
     how = "CREATE EXTENSION" if route == "extension" else "script"
     print(f"pghub {version} is installed ({how})", flush=True)
     if version != wanted:
-        say(f"pghub install --check: this package installs pghub {wanted}, not {version}")
+        say(f"pghub install: this package installs pghub {wanted}, not {version}")
         return Exit.FAILED
     return Exit.OK
 

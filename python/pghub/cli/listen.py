@@ -15,7 +15,17 @@ from ..errors import ConnectFailed, InvalidTopic
 from ..events import Event
 from ..hub import Hub
 from ..wire import channel
-from ._common import CliError, Exit, connect, conninfo_from, say, use_colour, with_timeout
+from ._common import (
+    CliError,
+    Exit,
+    Interrupted,
+    connect,
+    conninfo_from,
+    first_line,
+    say,
+    use_colour,
+    with_timeout,
+)
 from ._format import advisory_text, json_line, pretty_line
 
 # Put in the event queue by the signal handler: SimpleQueue.put may be called from one.
@@ -49,64 +59,113 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise CliError(f"--count must be at least 1, got {args.count}", Exit.USAGE)
     conninfo = conninfo_from(args.dsn)
-    connect(conninfo, args.connect_timeout).close()  # a clear error now rather than retries
-
     pretty = args.format == "pretty" or (args.format == "auto" and sys.stdout.isatty())
     colour = pretty and use_colour(sys.stdout)
     inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    hub = Hub(
-        with_timeout(conninfo, args.connect_timeout),
-        name="pghub-listen",
-        connect_timeout=args.connect_timeout,
-    )
-    with _signals_to(inbox):
+    printer = _Printer(pretty=pretty, colour=colour)
+    with _signals_to(inbox) as signals:
+        connect(conninfo, args.connect_timeout).close()  # a clear error now rather than retries
+        hub = Hub(
+            with_timeout(conninfo, args.connect_timeout),
+            name="pghub-listen",
+            connect_timeout=args.connect_timeout,
+        )
         try:
-            hub.start()
-        except ConnectFailed as error:
-            raise CliError(str(error), Exit.UNREACHABLE) from None
-        try:
+            try:
+                hub.start()
+            except ConnectFailed as error:
+                raise CliError(str(error), Exit.UNREACHABLE) from None
             hub.consumer(inbox.put, *topics)
-            return _print_events(inbox, args.count, pretty=pretty, colour=colour, quiet=args.quiet)
+            signals.queued = True  # from now on a signal ends the loop below, between events
+            _print_events(inbox, args.count, printer, quiet=args.quiet)
         finally:
-            hub.stop(wait=True)
+            # Not waiting: a command in flight to a silent server would hold the exit for up
+            # to the hub's liveness timeout, and nothing is left to send or print.
+            hub.stop(wait=False)
+    return printer.summary(undecodable=hub.stats().invalid_payloads)
+
+
+class _Printer:
+    """Prints events; one that cannot be printed is reported on stderr and counted."""
+
+    def __init__(self, *, pretty: bool, colour: bool) -> None:
+        self.pretty = pretty
+        self.colour = colour
+        self.unprintable = 0
+
+    def print(self, event: Event) -> bool:
+        """Print the event; False when stdout has gone away (a reader like ``head -1``)."""
+        try:
+            line = pretty_line(event, colour=self.colour) if self.pretty else json_line(event)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away: nothing more to print to, and nothing wrong. Point
+            # stdout at /dev/null so that the flush at exit raises nothing more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return False
+        except Exception as error:  # a value no writer takes, or stdout refusing a character
+            self.unprintable += 1
+            say(
+                f"pghub listen: cannot print an event on {event.topic} key {list(event.key)}: "
+                f"{type(error).__name__}: {first_line(error)} ({self.unprintable} so far)"
+            )
+        return True
+
+    def summary(self, *, undecodable: int) -> int:
+        """Exit 0, or 1 after a line that counts the events lost to the output.
+
+        Payloads the hub could not decode were each reported by its warning as they came.
+        """
+        lost = []
+        if self.unprintable:
+            lost.append(f"{self.unprintable} events could not be printed")
+        if undecodable:
+            lost.append(f"{undecodable} payloads could not be decoded")
+        if not lost:
+            return Exit.OK
+        say(f"pghub listen: {' and '.join(lost)}")
+        return Exit.FAILED
 
 
 def _print_events(
-    inbox: queue.SimpleQueue[Event], count: int | None, *, pretty: bool, colour: bool, quiet: bool
-) -> int:
-    printed = 0
-    while count is None or printed < count:
+    inbox: queue.SimpleQueue[Event], count: int | None, printer: _Printer, *, quiet: bool
+) -> None:
+    """Print until a signal, the hub's final advisory, ``count`` events, or a closed stdout."""
+    received = 0
+    while count is None or received < count:
         event = inbox.get()
         if event is _SIGNALLED:
-            return Exit.OK
+            return
         if event.topic is None:
             if not quiet:
                 say(f"pghub listen: {advisory_text(event.value)}")
             if event.value.final:
-                return Exit.OK
+                return
             continue
-        line = pretty_line(event, colour=colour) if pretty else json_line(event)
-        try:
-            print(line, flush=True)
-        except BrokenPipeError:
-            # The reader went away (`| head -1`): nothing more to print to, and nothing wrong.
-            # Point stdout at /dev/null so that the flush at exit raises nothing more.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return Exit.OK
-        printed += 1
-    return Exit.OK
+        received += 1
+        if not printer.print(event):
+            return
+
+
+class _Signals:
+    queued = False  # False: a signal raises Interrupted; True: it is put in the event queue
 
 
 @contextmanager
-def _signals_to(inbox: queue.SimpleQueue[Event]) -> Iterator[None]:
-    """SIGINT and SIGTERM end the loop through the queue, so that the hub stops cleanly."""
+def _signals_to(inbox: queue.SimpleQueue[Event]) -> Iterator[_Signals]:
+    """SIGINT and SIGTERM interrupt at once while connecting, and end the event loop through
+    the queue once it runs, so that a line being printed is printed whole."""
+    state = _Signals()
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        if not state.queued:
+            raise Interrupted
         inbox.put(_SIGNALLED)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield state
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -12,7 +13,18 @@ import psycopg
 from .. import __version__, demo
 from ..errors import PghubError
 from . import doctor, install, listen, notify
-from ._common import CliError, Exit, database_error, first_line, say
+from ._common import (
+    CliError,
+    Exit,
+    Interrupted,
+    LogFormatter,
+    check_seconds,
+    database_error,
+    first_line,
+    interruptible,
+    remember_secrets,
+    say,
+)
 
 DESCRIPTION = """\
 PostgreSQL LISTEN/NOTIFY as an event hub: every event is a topic, a key (integers) and a
@@ -29,34 +41,73 @@ exit codes: 0 ok, 1 failed (a check, a confirmation, the demo), 2 bad arguments 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pghub`` with ``argv`` (default: the command line); returns the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="pghub: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
+    remember_secrets(os.environ.get("PGHUB_DSN"))
     bench_argv = _bench_arguments(arguments)
     if bench_argv is not None:
+        _log_as("bench")
         return _bench(bench_argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help(sys.stderr)
         return Exit.USAGE
-    if args.connect_timeout <= 0:
-        parser.error("--connect-timeout must be positive")
+    remember_secrets(args.dsn)
+    _log_as(args.command)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return int(run(args))
+        check_seconds("--connect-timeout", args.connect_timeout)
+        if args.command in OWN_SIGNALS:
+            return int(run(args))
+        with interruptible():
+            return int(run(args))
     except CliError as error:
-        say(f"pghub {args.command}: {error}")
+        say(_prefixed(args.command, str(error)))
         return error.code
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         say(f"pghub {args.command}: interrupted")
         return Exit.INTERRUPTED
     except psycopg.Error as error:
-        failure = database_error(error, f"pghub {args.command}")
-        say(str(failure))
+        failure = database_error(error)
+        say(_prefixed(args.command, str(failure)))
         return failure.code
     except PghubError as error:
-        say(f"pghub {args.command}: {first_line(error)}")
+        say(_prefixed(args.command, first_line(error)))
         return Exit.FAILED
+    except Exception as error:  # a bug: still one line, and an exit code that says failed
+        say(f"pghub {args.command}: unexpected error: {type(error).__name__}: {first_line(error)}")
+        return Exit.FAILED
+
+
+# Commands that handle SIGINT and SIGTERM themselves: listen ends cleanly on them (exit 0),
+# the demo cleans up its server and schema.
+OWN_SIGNALS = frozenset({"listen", "demo"})
+
+
+def _prefixed(command: str, message: str) -> str:
+    """``pghub COMMAND: message``, once: a message that has the prefix already keeps it."""
+    prefix = f"pghub {command}: "
+    return message if message.startswith(prefix) else prefix + message
+
+
+def _log_as(command: str) -> None:
+    """Log records (the hub's warnings) as lines of this command, passwords masked."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter(command))
+    handler.addFilter(_reported_anyway)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    # psycopg warns about clean-up after a failure the command reports in its own words.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
+    if command not in ("listen", "bench"):
+        # One-shot commands say in their own line what went wrong (an event not confirmed,
+        # a check that failed); the hub's warnings on the way would only repeat it.
+        logging.getLogger("pghub").setLevel(logging.CRITICAL)
+
+
+def _reported_anyway(record: logging.LogRecord) -> bool:
+    """False for the hub's first failed connect: hub.start() raises it, and the command
+    reports that error itself."""
+    return not (record.levelno == logging.ERROR and ": cannot connect: " in record.getMessage())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +174,8 @@ def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         type=float,
         default=default_timeout,
         metavar="SECONDS",
-        help="give up on a server that does not answer after this long (default 5)",
+        help="give up on a server that does not answer, to connect or to a statement, "
+        "after this long (default 5)",
     )
 
 
@@ -155,6 +207,12 @@ def _bench(argv: list[str]) -> int:
     """``pghub bench`` parses its own arguments, so that ``pghub bench --help`` is its help."""
     from .. import bench  # imported only when asked for: it pulls in multiprocessing
 
+    remember_secrets(os.environ.get("PGHUB_BENCH_DSN"))
+    for index, word in enumerate(argv):
+        if word == "--dsn" and index + 1 < len(argv):
+            remember_secrets(argv[index + 1])
+        elif word.startswith("--dsn="):
+            remember_secrets(word.removeprefix("--dsn="))
     try:
         return int(bench.main(argv))
     except KeyboardInterrupt:

@@ -5,16 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from ..errors import ConnectFailed, PghubError
 from ..hub import Hub
-from ..wire import channel, encode_payload
-from ._common import CliError, Exit, connect, conninfo_from, say, with_timeout
+from ..wire import INT64_MAX, INT64_MIN, _numeric_with_exponent, channel, encode_payload
+from ._common import (
+    CliError,
+    Exit,
+    Interrupted,
+    check_seconds,
+    connect,
+    conninfo_from,
+    say,
+    shorten,
+    with_timeout,
+)
 
 BATCH = 500  # events queued together (one round trip)
 IN_FLIGHT = 5_000  # events queued but not yet confirmed, at most: stdin is read no faster
@@ -76,8 +88,7 @@ class _Confirmations:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise CliError(f"--timeout must be positive, got {args.timeout:g}", Exit.USAGE)
+    check_seconds("--timeout", args.timeout)
     bulk = args.topic == "-"
     if bulk and (args.key or args.value is not None):
         raise CliError(
@@ -96,14 +107,14 @@ def run(args: argparse.Namespace) -> int:
         # stopping the hub is bounded too.
         liveness_timeout=max(1.0, min(30.0, args.timeout)),
     )
-    try:
-        hub.start()
-    except ConnectFailed as error:
-        raise CliError(str(error), Exit.UNREACHABLE) from None
     sent = 0
-    deadline = time.monotonic() + args.timeout
     bad_line: CliError | None = None  # the events before a bad line are still sent
     try:
+        try:
+            hub.start()
+        except ConnectFailed as error:
+            raise CliError(str(error), Exit.UNREACHABLE) from None
+        deadline = time.monotonic() + args.timeout
         if single is not None:
             hub.notify(*single, confirm=confirmations.for_events(1))
             sent = 1
@@ -118,18 +129,34 @@ def run(args: argparse.Namespace) -> int:
             except CliError as error:
                 bad_line = error
         confirmations.wait_until(sent, deadline)
-    finally:
-        hub.stop(wait=True)  # confirms False whatever was not sent
+    except Interrupted:
+        # Not waiting for the hub: a command in flight to a silent server would hold the exit
+        # for up to the liveness timeout. What was not confirmed by now is counted as such.
+        hub.stop(wait=False)
+        if not bulk:
+            raise CliError(
+                "interrupted before the server confirmed the event", Exit.INTERRUPTED
+            ) from None
+        raise CliError(f"interrupted: {_counts(sent, confirmations)}", Exit.INTERRUPTED) from None
+    except BaseException:
+        hub.stop(wait=False)
+        raise
+    hub.stop(wait=True)  # confirms False whatever was not sent (bounded by the liveness timeout)
     code = _report(sent, confirmations, bulk=bulk)
     if bad_line is not None:
         raise bad_line
     return code
 
 
+def _counts(sent: int, confirmations: _Confirmations) -> str:
+    ok = confirmations.ok
+    return f"{sent} read, {ok} confirmed, {sent - ok} not confirmed"
+
+
 def _report(sent: int, confirmations: _Confirmations, *, bulk: bool) -> int:
     failed = sent - confirmations.ok
     if bulk:
-        say(f"pghub notify: {sent} read, {confirmations.ok} confirmed, {failed} not confirmed")
+        say(f"pghub notify: {_counts(sent, confirmations)}")
     elif failed:
         say("pghub notify: the event was not confirmed by the server")
     return Exit.FAILED if failed else Exit.OK
@@ -139,22 +166,65 @@ def _single_event(topic: str, key_text: str, value_text: str | None) -> tuple[st
     key = _parse_key(key_text)
     value = None
     if value_text is not None:
-        try:
-            value = json.loads(value_text)
-        except json.JSONDecodeError as error:
-            raise CliError(f"--value is not JSON: {error}", Exit.USAGE) from None
+        value = _parse_json(value_text, "--value is ")
     _check(topic, key, value, where="")
     return topic, key, value
 
 
+# An element of --key: ASCII digits only. int() would also take "1_000", " 7" and other
+# scripts' digits ("١٢"), and so send a key nobody typed.
+_KEY_ELEMENT = re.compile(r"[+-]?[0-9]+")
+
+
 def _parse_key(text: str) -> list[int]:
     parts = [part.strip() for part in text.split(",")] if text.strip() else []
+    key = []
+    for part in parts:
+        if _KEY_ELEMENT.fullmatch(part) is None:
+            raise CliError(
+                f"--key {shorten(text, 60)!r}: a key is integers separated by commas, like 1,2,3",
+                Exit.USAGE,
+            )
+        if len(part.lstrip("+-").lstrip("0")) > 19:  # no int64 has more digits
+            raise CliError(
+                f"--key element {shorten(part, 30)} is outside the signed 64-bit range", Exit.USAGE
+            )
+        key.append(int(part))
+    return key
+
+
+def _json_number(text: str) -> Decimal:
+    """A JSON number with a fraction or exponent, exactly: jsonb keeps it as numeric does
+    (12345678901234567890.5, 19.999999999999999999, 1e400), a float would round it."""
+    if "e" in text or "E" in text:
+        return _numeric_with_exponent(text)  # refuses what numeric refuses
+    return Decimal(text)
+
+
+def _json_integer(text: str) -> int:
+    # Past Python's 4300-digit int() limit (a payload takes 7999 digits); Decimal has none.
+    return int(text) if len(text) <= 4000 else int(Decimal(text))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_decode = json.JSONDecoder(
+    parse_float=_json_number, parse_int=_json_integer, parse_constant=_reject_constant
+).decode
+
+
+def _parse_json(text: str, where: str) -> Any:
+    """JSON as jsonb reads it: numbers exact, NaN and Infinity refused, one line of error."""
     try:
-        return [int(part, 10) for part in parts]
-    except ValueError:
-        raise CliError(
-            f"--key {text!r}: a key is integers separated by commas, like 1,2,3", Exit.USAGE
-        ) from None
+        return _decode(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f"{where}not JSON: {error}", Exit.USAGE) from None
+    except RecursionError:
+        raise CliError(f"{where}nested too deeply for Python's JSON reader", Exit.USAGE) from None
+    except (ValueError, ArithmeticError) as error:  # NaN, a number numeric cannot hold
+        raise CliError(f"{where}not JSON that jsonb takes: {error}", Exit.USAGE) from None
 
 
 def _check(topic: Any, key: Any, value: Any, *, where: str) -> None:
@@ -207,10 +277,7 @@ def _batches(fd: int) -> Iterator[list[tuple[str, Any, Any]]]:
 
 
 def _parse_line(line: str, where: str) -> tuple[str, Any, Any]:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise CliError(f"{where}not JSON: {error}", Exit.USAGE) from None
+    item = _parse_json(line, where)
     if not isinstance(item, dict) or "topic" not in item:
         raise CliError(f'{where}expected an object like {{"topic": "t", ...}}', Exit.USAGE)
     unknown = set(item) - {"topic", "key", "value"}
@@ -219,5 +286,10 @@ def _parse_line(line: str, where: str) -> tuple[str, Any, Any]:
     topic, key, value = item["topic"], item.get("key"), item.get("value")
     if key is not None and not isinstance(key, list):
         raise CliError(f"{where}key must be a list of integers or null", Exit.USAGE)
+    for index, element in enumerate(key or ()):
+        # Checked here: the library's message would print the number, and Python refuses to
+        # print an int of more than 4300 digits.
+        if type(element) is int and not INT64_MIN <= element <= INT64_MAX:
+            raise CliError(f"{where}key[{index}] is outside the signed 64-bit range", Exit.USAGE)
     _check(topic, key, value, where=where)
     return topic, key, value
