@@ -139,8 +139,10 @@ def _check_key_items(items: Iterable[object]) -> None:
         if isinstance(item, bool) or not isinstance(item, int):
             raise InvalidKey(f"key[{index}] is {item!r} ({type(item).__name__}), not an int")
         if not INT64_MIN <= item <= INT64_MAX:
+            # Python refuses to print an int of more than 4,300 digits: say its size instead.
+            shown = str(item) if item.bit_length() <= 256 else f"an int of {item.bit_length()} bits"
             raise InvalidKey(
-                f"key[{index}] is {item}, outside the signed 64-bit range {INT64_MIN}..{INT64_MAX}"
+                f"key[{index}] is {shown}, outside the signed 64-bit range {INT64_MIN}..{INT64_MAX}"
             )
 
 
