@@ -7,7 +7,8 @@ import time
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
+
+from pghub.testing import FaultProxy
 
 
 def test_query_goes_through_the_proxy(dsn: str) -> None:

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
 from hubkit import AsyncRecorder, Recorder, send_raw, within
 
 import pghub
 from pghub import Action, Event
+from pghub.testing import FaultProxy
 
 T = TypeVar("T")
 HUB_APP = "pghub_async_hub"

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from faultproxy import FaultProxy
 from hubkit import AsyncRecorder
 
 import pghub
 from pghub import Action, Event
+from pghub.testing import FaultProxy
 
 T = TypeVar("T")
 TASKS = 300

@@ -15,12 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
 from hubkit import HubPool, Recorder, send_raw, wait_until, within
 from psycopg import sql
 
 import pghub
 from pghub import Action, Advisory, Event
+from pghub.testing import FaultProxy
 
 HUB_APP = "pghub_fault_hub"  # application_name of the hub's session, to find it on the server
 FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.5}

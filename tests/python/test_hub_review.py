@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
 from hubkit import AsyncRecorder, HubPool, Recorder, send_raw, wait_until, within
 
 import pghub
 from pghub import Action, Event
+from pghub.testing import FaultProxy
 
 T = TypeVar("T")
 
