@@ -32,15 +32,18 @@ STEP = f"pghub--{CURRENT}--{NEXT}.sql"
 UPDATE_SCRIPT = f"""\
 -- pghub {CURRENT} -> {NEXT} (a stand-in for tests/python/test_upgrade.py)
 \\echo Use "ALTER EXTENSION pghub UPDATE TO '{NEXT}'" to load this file. \\quit
+SET LOCAL search_path = pg_catalog, pg_temp;
 
 CREATE OR REPLACE FUNCTION pghub.version()
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT '{NEXT}'::text $$;
 
-CREATE OR REPLACE FUNCTION pghub.upgrade_probe()
+CREATE FUNCTION pghub.upgrade_probe()
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT 'added by {CURRENT}--{NEXT}'::text $$;
 
 COMMENT ON FUNCTION pghub.upgrade_probe() IS 'Added by the update to {NEXT} (test stand-in).';
