@@ -316,10 +316,10 @@ def _install(
                 conn.execute(text)
             except psycopg.Error as error:
                 if error.sqlstate == _DUPLICATE_SCHEMA and error.diag.message_hint:
-                    # The script's own refusal of a schema pghub: its words say it all.
-                    raise InstallError(
-                        f"{error.diag.message_primary} ({error.diag.message_hint})"
-                    ) from error
+                    # The script's own refusal of a schema pghub: its words say it all (less
+                    # the "pghub: " that marks them in the server's log).
+                    said = (error.diag.message_primary or "").removeprefix("pghub: ")
+                    raise InstallError(f"{said} ({error.diag.message_hint})") from error
                 raise InstallError(f"{name} failed: {error}") from error
         now = installed_version(conn)
         if now is None or now[1] != target:

@@ -205,7 +205,7 @@ def test_an_empty_pghub_schema_is_refused(empty_database: Callable[[], str]) -> 
     dsn = empty_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA pghub")
-        with pytest.raises(InstallError, match=r"^pghub: schema pghub already exists") as err:
+        with pytest.raises(InstallError, match=r"^schema pghub already exists") as err:
             install(conn)
         assert isinstance(err.value.__cause__, psycopg.errors.DuplicateSchema)
         assert conn.execute("SELECT to_regprocedure('pghub.version()')").fetchone() == (None,)

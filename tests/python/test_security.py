@@ -236,7 +236,7 @@ def test_create_extension_refuses_a_schema_made_beforehand(scene: Scene, install
 
 def test_the_script_route_refuses_a_schema_made_beforehand(scene: Scene) -> None:
     plant_empty_schema(scene)
-    expected = r"^pghub: schema pghub already exists"
+    expected = r"^schema pghub already exists"
     with scene.connect() as conn, pytest.raises(InstallError, match=expected) as refused:
         install(conn)
     assert f"belongs to role {scene.attacker}" in str(refused.value)
