@@ -1,11 +1,14 @@
 """The hub's receive path in isolation: no server, no sockets, no thread wake-ups.
 
-Feeds ready-made notifications (as libpq hands them over) to ``Engine._route`` in chunks, the
-way a socket read delivers them, with consumers whose mailboxes only count. It reports the
-engine thread's CPU microseconds per event and per delivery, the best of several repeats, so
-that a change to decoding or routing can be judged on a noisy machine. Which pghub it
-measures is whichever Python imports: ``PYTHONPATH=/some/copy python bench/receive_path.py``
-measures a modified copy against the same workloads.
+Feeds ready-made notifications (as libpq hands them over) to the hub's router in chunks, the
+way a socket read delivers them, with mailboxes that only count. It reports the CPU
+microseconds per event and per delivery, the best of several repeats, so that a change to
+decoding or routing can be judged on a noisy machine. Which pghub it measures is whichever
+Python imports: ``PYTHONPATH=/some/copy python bench/receive_path.py`` measures a modified copy
+against the same workloads. The router is internal (there is no public way to feed a hub
+notifications without a server): this script knows both homes it has had, ``pghub._router``
+(the I/O-free core's) and, before it, the engine's ``_route``, so that a copy from before and
+one from after that move can be compared.
 
     python bench/receive_path.py            # every workload
     python bench/receive_path.py fanout     # one of: fanout, fanout-int, single, large
@@ -13,14 +16,15 @@ measures a modified copy against the same workloads.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import pq
 
-from pghub._engine import Engine, HubOptions
 from pghub.wire import encode_payload
 
 WORKLOADS = {
@@ -41,10 +45,47 @@ class _CountingMailbox:
     def put_events(self, events: list[Any]) -> None:
         self.events += len(events)
 
+    def put_advisory(self, advisory: Any) -> None:
+        pass
+
 
 class _Consumer:
-    def __init__(self) -> None:
-        self.mailbox = _CountingMailbox()
+    """What the engine's ``_route`` routed to, before the router took mailboxes."""
+
+    def __init__(self, mailbox: _CountingMailbox) -> None:
+        self.mailbox = mailbox
+
+
+Route = Callable[[list[Any]], None]
+
+
+def router(mailboxes: list[_CountingMailbox]) -> Route:
+    """The receive path of the pghub imported, routing channel "bench" to ``mailboxes``."""
+    logger = logging.getLogger("receive-path")
+    try:
+        from pghub._core import Counters
+        from pghub._router import Router
+    except ImportError:  # before the I/O-free core: the engine routed itself
+        return _engine_route(mailboxes, logger)
+    return Router({"bench": tuple(mailboxes)}, Counters(), name="receive-path", logger=logger).route
+
+
+def _engine_route(mailboxes: list[_CountingMailbox], logger: logging.Logger) -> Route:
+    from pghub._engine import Engine, HubOptions
+
+    arguments: dict[str, Any] = {
+        "name": "receive-path",
+        "logger": logger,
+        "options": HubOptions(),
+        "on_confirm": lambda items, ok: None,
+        "on_started": lambda: None,
+        "on_finished": lambda: None,
+    }
+    wanted = inspect.signature(Engine).parameters  # on_started came later than the rest
+    engine = Engine("host=127.0.0.1", **{k: v for k, v in arguments.items() if k in wanted})
+    engine._subs.routes["bench"] = tuple(_Consumer(m) for m in mailboxes)
+    route: Route = engine._route
+    return route
 
 
 def _value(n: int, kind: str, pad: int) -> Any:
@@ -57,17 +98,10 @@ def _value(n: int, kind: str, pad: int) -> Any:
 
 
 def measure(name: str) -> tuple[float, float]:
-    """Best CPU microseconds per event and per delivery of ``Engine._route``."""
+    """Best CPU microseconds per event and per delivery of the receive path."""
     consumers, pad, kind, events = WORKLOADS[name]
-    engine = Engine(
-        "host=127.0.0.1",
-        name="receive-path",
-        logger=logging.getLogger("receive-path"),
-        options=HubOptions(),
-        on_confirm=lambda items, ok: None,
-        on_finished=lambda: None,
-    )
-    engine._subs.routes["bench"] = tuple(_Consumer() for _ in range(consumers))  # type: ignore[misc]
+    mailboxes = [_CountingMailbox() for _ in range(consumers)]
+    route = router(mailboxes)
     notifies = [
         pq.PGnotify(b"bench", 1, encode_payload((n,), _value(n, kind, pad)).encode())
         for n in range(events)
@@ -77,8 +111,11 @@ def measure(name: str) -> tuple[float, float]:
     for _ in range(REPEATS):
         started = time.process_time()
         for chunk in chunks:
-            engine._route(chunk)
+            route(chunk)
         best = min(best, time.process_time() - started)
+    delivered = [m.events for m in mailboxes]
+    if delivered != [events * REPEATS] * consumers:  # a path that drops events is not faster
+        raise SystemExit(f"{name}: mailboxes got {sorted(set(delivered))}, not {events * REPEATS}")
     per_event = best / events * 1e6
     return per_event, per_event / consumers
 

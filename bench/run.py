@@ -3,7 +3,8 @@
     python bench/run.py --quick                 # the same as: pghub bench --quick
     python bench/run.py --json bench/results.json
 
-Everything is in :mod:`pghub.bench`; see docs/performance.md.
+The harness is :mod:`pghub.tools.bench`, its command line :mod:`pghub.cli.bench`; see
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
-from pghub.bench import main
+from pghub.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -13,23 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from pghub import bench, encode_payload
+from pghub import encode_payload
 from pghub.cli import main as cli_main
+from pghub.tools.bench import report, runner, scenarios
+from pghub.tools.bench.progress import Progress
 
 
 def test_baseline_payloads_are_pghub_payloads() -> None:
     """Both sides send the same bytes, so the comparison is of the same workload."""
-    for n, pad in [(0, 0), (7, 0), (123456, bench.LARGE_PAD)]:
-        value = bench.event_value(n, pad)
-        assert bench.baseline_payload(n, value) == encode_payload((n,), value)
-    large = bench.baseline_payload(1, bench.event_value(1, bench.LARGE_PAD))
+    for n, pad in [(0, 0), (7, 0), (123456, scenarios.LARGE_PAD)]:
+        value = scenarios.event_value(n, pad)
+        assert scenarios.baseline_payload(n, value) == encode_payload((n,), value)
+    large = scenarios.baseline_payload(1, scenarios.event_value(1, scenarios.LARGE_PAD))
     assert 4000 <= len(large.encode()) <= 4200
 
 
 @pytest.mark.slow
 def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    code = bench.main(["--quick", "--dsn", dsn, "--json", str(out), "--no-progress"])
+    code = cli_main(["bench", "--quick", "--dsn", dsn, "--json", str(out), "--no-progress"])
     assert code == 0  # nothing lost, no listener timed out
     result = json.loads(out.read_text())
 
@@ -37,10 +39,10 @@ def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
     assert result["runs"] == 1
     assert result["machine"]["cores"] >= 1
     assert result["machine"]["server_version"]
-    assert set(result["scenarios"]) == set(bench.SCENARIOS)
-    sizes = bench.workloads(quick=True)
+    assert set(result["scenarios"]) == set(scenarios.SCENARIOS)
+    sizes = scenarios.workloads(quick=True)
     for scenario, entry in result["scenarios"].items():
-        for side in bench.SIDES:
+        for side in scenarios.SIDES:
             figures = entry[side]
             assert figures["runs"] == 1
             assert figures["lost"] == 0
@@ -52,25 +54,25 @@ def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
             expected = entry["pghub"][figure] / entry["baseline"][figure]
             assert entry["ratio"][figure] == pytest.approx(expected)
         latency_measured = scenario == "paced"
-        for side in bench.SIDES:
+        for side in scenarios.SIDES:
             assert (entry[side]["p50_ms"] is not None) is latency_measured
             assert (entry[side]["p99_ms"] is not None) is latency_measured
-        assert set(entry["targets"]) == set(bench.targets_of(scenario, entry))
+        assert set(entry["targets"]) == set(report.targets_of(scenario, entry))
 
     received = {(m["scenario"], m["side"]): m["received"] for m in result["measurements"]}
     for scenario, work in sizes.items():
-        for side in bench.SIDES:
+        for side in scenarios.SIDES:
             assert received[(scenario, side)] == work.events * work.consumers
     paced = result["scenarios"]["paced"]
-    for side in bench.SIDES:
+    for side in scenarios.SIDES:
         assert 0 < paced[side]["p50_ms"] <= paced[side]["p99_ms"]
         # Paced at 1000 a second: the listener keeps up, whatever the machine.
         assert paced[side]["events_per_s"] < 1500
 
 
 def test_memory_check_reports_growth(dsn: str) -> None:
-    progress = bench.Progress(enabled=False)
-    mem = bench.memory_check(dsn, progress, events=20_000)
+    progress = Progress(enabled=False)
+    mem = runner.memory_check(dsn, progress, events=20_000)
     assert mem["events"] == 20_000
     assert mem["lost"] == 0
     assert mem["rss_end_mb"] > 0
@@ -81,7 +83,7 @@ def test_memory_check_reports_growth(dsn: str) -> None:
 
 def test_progress_names_scenario_phase_and_counts() -> None:
     stream = io.StringIO()  # not a terminal: one line a phase
-    progress = bench.Progress(enabled=True, stream=stream)
+    progress = Progress(enabled=True, stream=stream)
     progress.run = "[run 2/3] "
     progress.start("burst", "pghub", 20_000, None)
     progress.phase("sending")
@@ -95,7 +97,7 @@ def test_progress_names_scenario_phase_and_counts() -> None:
 
 
 def test_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--quick", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2"]) == 3
+    assert cli_main(["bench", "--quick", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2"]) == 3
     assert "cannot connect" in capsys.readouterr().err
 
 

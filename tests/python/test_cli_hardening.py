@@ -22,11 +22,11 @@ from typing import IO, Any
 
 import psycopg
 import pytest
-from faultproxy import FaultProxy
 from psycopg import sql
 from test_cli import RUN_TIMEOUT, _env, closed_port
 
-from pghub._embedded import NoServer, PrivateServer, find_bindir
+from pghub.testing import FaultProxy
+from pghub.tools.private_server import NoServer, PrivateServer, find_bindir
 
 # Exit codes, as docs/cli.md documents them.
 OK, FAILED, USAGE, UNREACHABLE, NOT_INSTALLED, NO_PRIVILEGE, UNAVAILABLE = 0, 1, 2, 3, 4, 5, 6

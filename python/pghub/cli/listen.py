@@ -45,7 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "auto (default): pretty on a terminal, json otherwise",
     )
     parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no advisories (connect, subscribe...) on stderr"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no advisories (connect, subscribe...) on stderr, nor the line naming the server "
+        "it reached (warnings and errors still go there)",
     )
 
 
@@ -64,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
     inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
     printer = _Printer(pretty=pretty, colour=colour)
     with _signals_to(inbox) as signals:
-        connect(conninfo, args.connect_timeout).close()  # a clear error now rather than retries
+        # A clear error now rather than the hub's retries; and which server, database and
+        # role libpq chose, so that an empty conninfo (libpq's defaults) is not a guess.
+        with connect(conninfo, args.connect_timeout) as probe:
+            info = probe.info
+            reached = (
+                f"connected to server {info.host} port {info.port}, database {info.dbname}, "
+                f"user {info.user}"
+            )
+        if not args.quiet:
+            say(f"pghub listen: {reached}")
         hub = Hub(
             with_timeout(conninfo, args.connect_timeout),
             name="pghub-listen",

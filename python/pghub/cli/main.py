@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
 
-from .. import __version__, demo
+from .. import __version__
 from ..errors import PghubError
-from . import doctor, install, listen, notify
+from . import bench, demo, doctor, install, listen, notify
 from ._common import (
     CliError,
     Exit,
@@ -29,13 +31,25 @@ from ._common import (
 DESCRIPTION = """\
 PostgreSQL LISTEN/NOTIFY as an event hub: every event is a topic, a key (integers) and a
 JSON value. Connection settings: --dsn, else the PGHUB_DSN environment variable, else libpq's
-own environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD...). Exit codes: docs/cli.md.
+own environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD...); demo and bench choose
+their server their own way (see their --help).
 """
 
-EPILOG = """\
+EXIT_CODES = """\
 exit codes: 0 ok, 1 failed (a check, a confirmation, the demo), 2 bad arguments or input,
 3 server unreachable, 4 pghub not installed, 5 permission denied, 6 no server for the demo,
 130 interrupted
+"""
+
+EXAMPLES = """\
+examples:
+  pghub demo                                 pghub end to end on a private PostgreSQL
+  pghub doctor --dsn "host=db dbname=app"    check a setup: server, pghub, pooler, queue
+  pghub install --dsn "host=db dbname=app"   install pghub over the connection
+  pghub listen orders                        print each event on topic orders
+  pghub notify orders --key 1,2 --value '{"qty": 3}'
+  pghub COMMAND --help                       the options of one command
+
 """
 
 
@@ -43,10 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pghub`` with ``argv`` (default: the command line); returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     remember_secrets(os.environ.get("PGHUB_DSN"))
-    bench_argv = _bench_arguments(arguments)
-    if bench_argv is not None:
-        _log_as("bench")
-        return _bench(bench_argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:
@@ -110,28 +120,45 @@ def _reported_anyway(record: logging.LogRecord) -> bool:
     return not (record.levelno == logging.ERROR and ": cannot connect: " in record.getMessage())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a word starting with a minus and a digit is a value, never an
+    option: ``--key -1,2``, ``--value -1e5`` (as Python 3.13's argparse does; before it only
+    ``-1`` and ``-1.5`` were). No pghub option looks like that."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pghub",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EXAMPLES + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pghub {__version__}")
     _connection_options(parser, top=True)
     # The same options after the subcommand; SUPPRESS keeps a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _connection_options(common, top=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(
         name: str,
         summary: str,
         configure: Callable[[argparse.ArgumentParser], None],
         run: Callable[[argparse.Namespace], int],
+        parents: Sequence[_Parser] = (common,),
+        description: str = "",
     ) -> None:
         sub = commands.add_parser(
-            name, help=summary, description=summary, epilog=EPILOG, parents=[common]
+            name,
+            help=summary,
+            description=description or summary,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=list(parents),
         )
         configure(sub)
         sub.set_defaults(run=run)
@@ -155,20 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "doctor", "check the server, pghub and the connection path", doctor.configure, doctor.run
     )
-    command("demo", "show pghub at work, on a private server or --dsn", demo.configure, demo.run)
-    commands.add_parser("bench", help="run the benchmark (pghub bench --help)", add_help=False)
+    demo_options = _Parser(add_help=False)
+    _connection_options(demo_options, top=False, dsn_help=demo.DSN_HELP)
+    command(
+        "demo",
+        demo.SUMMARY,
+        demo.configure,
+        demo.run,
+        parents=(demo_options,),
+        description=demo.DESCRIPTION,
+    )
+    # The benchmark has a --dsn of its own (other defaults) and no --connect-timeout.
+    command("bench", bench.SUMMARY, bench.configure, bench.run, parents=())
     return parser
 
 
-def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+DSN_HELP = "libpq connection string or URI (default: $PGHUB_DSN, else libpq's PG* variables)"
+
+
+def _connection_options(
+    parser: argparse.ArgumentParser, *, top: bool, dsn_help: str = DSN_HELP
+) -> None:
     default_dsn = None if top else argparse.SUPPRESS
     default_timeout = 5.0 if top else argparse.SUPPRESS
-    parser.add_argument(
-        "--dsn",
-        default=default_dsn,
-        metavar="CONNINFO",
-        help="libpq connection string or URI (default: $PGHUB_DSN, else libpq's PG* variables)",
-    )
+    parser.add_argument("--dsn", default=default_dsn, metavar="CONNINFO", help=dsn_help)
     parser.add_argument(
         "--connect-timeout",
         type=float,
@@ -177,44 +214,3 @@ def _connection_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         help="give up on a server that does not answer, to connect or to a statement, "
         "after this long (default 5)",
     )
-
-
-def _bench_arguments(arguments: list[str]) -> list[str] | None:
-    """The arguments for ``pghub [--dsn D] [--connect-timeout S] bench ...``, or None.
-
-    The benchmark parses its own arguments; a ``--dsn`` given before ``bench`` is passed on.
-    """
-    dsn: list[str] = []
-    i = 0
-    while i < len(arguments):
-        word = arguments[i]
-        if word == "bench":
-            return dsn + arguments[i + 1 :]
-        if word in ("--dsn", "--connect-timeout") and i + 1 < len(arguments):
-            if word == "--dsn":
-                dsn = ["--dsn", arguments[i + 1]]
-            i += 2
-        elif word.startswith(("--dsn=", "--connect-timeout=")):
-            if word.startswith("--dsn="):
-                dsn = ["--dsn", word.removeprefix("--dsn=")]
-            i += 1
-        else:
-            return None
-    return None
-
-
-def _bench(argv: list[str]) -> int:
-    """``pghub bench`` parses its own arguments, so that ``pghub bench --help`` is its help."""
-    from .. import bench  # imported only when asked for: it pulls in multiprocessing
-
-    remember_secrets(os.environ.get("PGHUB_BENCH_DSN"))
-    for index, word in enumerate(argv):
-        if word == "--dsn" and index + 1 < len(argv):
-            remember_secrets(argv[index + 1])
-        elif word.startswith("--dsn="):
-            remember_secrets(word.removeprefix("--dsn="))
-    try:
-        return int(bench.main(argv))
-    except KeyboardInterrupt:
-        say("pghub bench: interrupted")
-        return Exit.INTERRUPTED

@@ -30,6 +30,10 @@ from ._common import (
 
 BATCH = 500  # events queued together (one round trip)
 IN_FLIGHT = 5_000  # events queued but not yet confirmed, at most: stdin is read no faster
+TERMINAL_HINT = (
+    'pghub notify: reading events from stdin, one JSON object a line: {"topic": "orders", '
+    '"key": [1], "value": {...}}; Ctrl-D ends. One event: pghub notify TOPIC --key 1 --value JSON'
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -119,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
             hub.notify(*single, confirm=confirmations.for_events(1))
             sent = 1
         else:
+            stdin = sys.stdin.fileno()
+            if os.isatty(stdin):  # a person at a terminal, perhaps not knowing it waits for them
+                say(TERMINAL_HINT)
             try:
-                for batch in _batches(sys.stdin.fileno()):
+                for batch in _batches(stdin):
                     # Bounded memory and send queue: wait for earlier events before queuing more.
                     confirmations.wait_until(sent + len(batch) - IN_FLIGHT, deadline)
                     hub.notify_many(batch, confirm=confirmations.for_events(len(batch)))

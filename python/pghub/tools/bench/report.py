@@ -1,0 +1,145 @@
+"""The benchmark's figures: medians per side, pghub's ratio to the baseline, the targets of
+issue 6, and the table and memory line that ``pghub bench`` prints."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .scenarios import MEMORY_WARMUP, SIDES, Measurement
+
+FIGURES = ("events_per_s", "p50_ms", "p99_ms", "cpu_ms_per_10k", "rss_mb")
+
+_LABELS = {
+    "events_per_s": "events/s",
+    "p50_ms": "p50 ms",
+    "p99_ms": "p99 ms",
+    "cpu_ms_per_10k": "cpu ms/10k",
+    "rss_mb": "rss MB",
+}
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratio(pghub: float | None, baseline: float | None) -> float | None:
+    if pghub is None or baseline is None or baseline == 0:
+        return None
+    return pghub / baseline
+
+
+def summarize(runs: dict[str, dict[str, list[Measurement]]]) -> dict[str, Any]:
+    """Per scenario: the median of each figure per side, and pghub's ratio to the baseline."""
+    out: dict[str, Any] = {}
+    for scenario, sides in runs.items():
+        entry: dict[str, Any] = {}
+        for side in SIDES:
+            ms = sides.get(side, [])
+            entry[side] = {f: _median([getattr(m, f) for m in ms]) for f in FIGURES}
+            entry[side]["runs"] = len(ms)
+            entry[side]["lost"] = sum(m.lost for m in ms)
+            entry[side]["timed_out"] = sum(m.timed_out for m in ms)
+        entry["ratio"] = {f: _ratio(entry["pghub"][f], entry["baseline"][f]) for f in FIGURES}
+        entry["targets"] = targets_of(scenario, entry)
+        out[scenario] = entry
+    return out
+
+
+def targets_of(scenario: str, entry: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue 6's targets for this scenario: True met, False missed, None not measured."""
+    pghub, ratio = entry["pghub"], entry["ratio"]
+
+    def at_least(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value >= bound
+
+    def at_most(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value <= bound
+
+    if scenario == "single":
+        return {"events_per_s >= 3x baseline": at_least(ratio["events_per_s"], 3.0)}
+    if scenario in ("burst", "drain"):
+        return {"events_per_s >= 0.8x baseline": at_least(ratio["events_per_s"], 0.8)}
+    if scenario == "paced":
+        return {
+            "p50 <= 0.5 ms": at_most(pghub["p50_ms"], 0.5),
+            "p99 <= 2 ms": at_most(pghub["p99_ms"], 2.0),
+            "p50 <= 1.5x baseline": at_most(ratio["p50_ms"], 1.5),
+            "p99 <= 1.5x baseline": at_most(ratio["p99_ms"], 1.5),
+        }
+    if scenario == "fanout":
+        return {"deliveries/s >= 200,000": at_least(pghub["events_per_s"], 200_000)}
+    return {}
+
+
+def incomplete(result: dict[str, Any]) -> bool:
+    """True when a run lost events or timed out, or the memory check lost events."""
+    lost = any(
+        entry[side]["lost"] or entry[side]["timed_out"]
+        for entry in result["scenarios"].values()
+        for side in SIDES
+    )
+    return lost or bool("memory" in result and result["memory"]["lost"])
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, figure: str) -> str:
+    if value is None:
+        return "-"
+    if figure == "events_per_s":
+        return f"{value:,.0f}"
+    if figure in ("p50_ms", "p99_ms"):
+        return f"{value:.3f}"
+    return f"{value:,.1f}"
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The first line: the machine, the load before and after, the number of runs."""
+    m = result["machine"]
+    return (
+        f"pghub bench: {m['cores']} cores, PostgreSQL {m['server_version']}, load "
+        f"{' '.join(map(str, m['load_average']))} (after: "
+        f"{' '.join(map(str, m['load_average_after']))}), {result['runs']} run(s), medians"
+    )
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The medians side by side, with pghub's ratio to the baseline and the targets."""
+    lines = [f"{'scenario':<9} {'figure':<11} {'baseline':>11} {'pghub':>11} {'ratio':>7}"]
+    for scenario, entry in summary.items():
+        label = scenario
+        for figure in FIGURES:
+            b, p, r = entry["baseline"][figure], entry["pghub"][figure], entry["ratio"][figure]
+            if b is None and p is None:
+                continue
+            ratio = "-" if r is None else f"{r:.2f}x"
+            lines.append(
+                f"{label:<9} {_LABELS[figure]:<11} {_fmt(b, figure):>11} "
+                f"{_fmt(p, figure):>11} {ratio:>7}"
+            )
+            label = ""
+        for side in SIDES:
+            if entry[side]["lost"] or entry[side]["timed_out"]:
+                lines.append(
+                    f"{'':<9} warning: {side} lost {entry[side]['lost']} events, "
+                    f"{entry[side]['timed_out']} runs timed out"
+                )
+        for target, met in entry["targets"].items():
+            state = "not measured" if met is None else ("met" if met else "MISSED")
+            lines.append(f"{'':<9} target {target}: {state}")
+    return "\n".join(lines)
+
+
+def memory_lines(mem: dict[str, Any]) -> str:
+    met = mem["targets"]["growth <= 20 MB per million"]
+    return (
+        f"memory: pghub listener over {mem['events']:,} events ({mem['lost']} lost): "
+        f"RSS {mem['rss_ready_mb']:.1f} MB when ready, {mem['rss_after_warmup_mb']:.1f} MB after "
+        f"{MEMORY_WARMUP:,}, {mem['rss_end_mb']:.1f} MB at the end (peak "
+        f"{mem['rss_peak_mb']:.1f}); growth {mem['growth_mb']:+.1f} MB "
+        f"({mem['growth_after_warmup_mb']:+.1f} after warm-up); target <= 20 MB per million: "
+        f"{'met' if met else 'MISSED'}"
+    )

@@ -1,0 +1,99 @@
+"""What the benchmark measures: the scenarios, their sizes, the payloads, and what one
+measurement of one side gives.
+
+Kept free of multiprocessing and psycopg, so that ``pghub bench --help`` can name the
+scenarios without loading the harness.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+SCENARIOS = ("single", "burst", "drain", "paced", "fanout", "large")
+SIDES = ("baseline", "pghub")
+BURST = 100  # events per statement (baseline) and per notify_many call (pghub)
+LARGE_PAD = 4000  # characters of padding: payloads of about 4 KB
+MEMORY_EVENTS = 1_000_000
+MEMORY_WARMUP = 100_000  # RSS growth is also reported from this point on
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one measurement sends and how the listener takes it."""
+
+    scenario: str
+    events: int  # notifications sent
+    consumers: int = 1  # callbacks per notification (fanout)
+    batch: int = 1  # events per send call
+    rate: float = 0.0  # events a second; 0 means as fast as the sender goes
+    pad: int = 0  # padding characters in each value
+    latencies: bool = False  # record send-to-callback latency of every event
+    rss_every: int = 0  # sample the listener's RSS every this many events (memory)
+    paused: bool = False  # the listener is stopped while the sender sends, then drains
+
+
+def workloads(quick: bool) -> dict[str, Workload]:
+    """The scenarios, sized for a full run or for ``--quick`` (well under 60 seconds)."""
+    if quick:
+        return {
+            "single": Workload("single", 5_000),
+            "burst": Workload("burst", 20_000, batch=BURST),
+            "drain": Workload("drain", 20_000, batch=BURST, paused=True),
+            "paced": Workload("paced", 1_500, rate=1000.0, latencies=True),
+            "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
+            "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
+        }
+    return {
+        "single": Workload("single", 50_000),
+        "burst": Workload("burst", 200_000, batch=BURST),
+        "drain": Workload("drain", 100_000, batch=BURST, paused=True),
+        "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
+        "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
+        "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
+    }
+
+
+def memory_workload(events: int = MEMORY_EVENTS) -> Workload:
+    every = max(1024, events // 20 // 1024 * 1024)  # a multiple of 1024 (see listeners.Tally)
+    return Workload("memory", events, batch=1000, rss_every=every)
+
+
+@dataclass
+class Measurement:
+    """One scenario on one side, as the listener's process measured it."""
+
+    side: str
+    scenario: str
+    events_per_s: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    cpu_ms_per_10k: float | None
+    rss_mb: float
+    received: int
+    lost: int
+    seconds: float
+    timed_out: bool
+    extra: dict[str, Any]
+
+
+# --- payloads -----------------------------------------------------------------------------
+
+
+def event_value(n: int, pad: int) -> dict[str, Any]:
+    """The value of event ``n``: its number, its send time (monotonic ns), any padding.
+
+    Keys in insertion order "n", "t", "pad" are also pghub's canonical (jsonb) order, so
+    the hand-built baseline payload is byte for byte what pghub encodes.
+    """
+    value: dict[str, Any] = {"n": n, "t": time.monotonic_ns()}
+    if pad:
+        value["pad"] = "x" * pad
+    return value
+
+
+def baseline_payload(n: int, value: dict[str, Any]) -> str:
+    """The payload a hand-written sender builds: ``e<key>:<json>``."""
+    return f"e{n}:" + json.dumps(value, separators=(",", ":"))
