@@ -12,8 +12,7 @@ def install_pghub(**conninfo: Any) -> None:
 
     ``CREATE EXTENSION pghub`` when the server has the extension's files, otherwise the same
     script over the connection (:func:`pghub.install.install`). Its signature is that of a
-    pytest-postgresql loader: ``factories.postgresql_noproc(load=[install_pghub])``, or the
-    ini line ``postgresql_load = pghub.testing:install_pghub``.
+    pytest-postgresql loader: ``factories.postgresql_noproc(load=[install_pghub])``.
     """
     from ..install import install
 
