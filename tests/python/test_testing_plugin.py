@@ -17,7 +17,8 @@ from psycopg import sql
 
 pytest_plugins = ["pytester"]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "testing.md"
 
 # The fixtures of tests/conftest.py: the plugin autoloads here and must shadow none of them.
 PROJECT_FIXTURES = {"pg", "pg_server", "dsn", "conn", "server_dsn", "empty_database"}
@@ -303,3 +304,12 @@ def test_docs_examples_run_as_written(pytester: pytest.Pytester, dsn: str) -> No
     for number, block in enumerate(tests):
         pytester.makepyfile(**{f"test_doc_{number}": block})
     run_inner(pytester, f"--pghub-dsn={dsn}").assert_outcomes(passed=3)
+
+
+def test_readme_example_runs_as_written(pytester: pytest.Pytester, dsn: str) -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Testing your code.*?(?=^## )", text, re.MULTILINE | re.DOTALL)
+    assert section is not None
+    (block,) = re.findall(r"```python\n(.*?)```", section.group(0), re.DOTALL)
+    pytester.makepyfile(test_readme=block)
+    run_inner(pytester, f"--pghub-dsn={dsn}").assert_outcomes(passed=1)
