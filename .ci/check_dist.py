@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -97,14 +98,24 @@ def main() -> None:
         # from the project's venv, venv makes a plain one on the base interpreter, not nested
         run(sys.executable, "-m", "venv", venv)
         run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", wheel, env=clean_env)
-        probe = (
-            "import importlib.metadata as m, pathlib, pghub, pghub.install as i, pghub.testing\n"
-            "here = pathlib.Path(pghub.__file__).parent\n"
-            f"assert here.is_relative_to({str(venv)!r}), here\n"
-            f"assert pghub.__version__ == m.version('pghub') == {version!r}\n"
-            "assert i.script_text() and (here / 'py.typed').is_file()\n"
-            "assert (here / 'docs' / 'hub.md').is_file()\n"
-            "print(pghub.__version__)\n"
+        probe = textwrap.dedent(
+            f"""
+            import importlib.metadata as m, pathlib, pghub, pghub.install as i, pghub.testing
+            here = pathlib.Path(pghub.__file__).parent
+            assert here.is_relative_to({str(venv)!r}), here
+            assert pghub.__version__ == m.version("pghub") == {version!r}
+            assert i.script_text() and (here / "py.typed").is_file()
+            assert (here / "docs" / "hub.md").is_file()
+            # No extras here: each exporter names the extra it needs.
+            for extra in ("prometheus", "otel"):
+                try:
+                    __import__("pghub.metrics." + extra)
+                except ImportError as e:
+                    assert f"pip install 'pghub[{{extra}}]'" in str(e), e
+                else:
+                    raise AssertionError(extra + " imported without its extra")
+            print(pghub.__version__)
+            """
         )
         shown = run(venv / "bin" / "python", "-c", probe, cwd=work, env=clean_env)
         check(shown.strip() == version, f"the installed wheel says {shown!r}")

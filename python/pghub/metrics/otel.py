@@ -19,16 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from opentelemetry.metrics import (
-    CallbackOptions,
-    Meter,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    Observation,
-    get_meter,
-)
+try:
+    from opentelemetry.metrics import (
+        CallbackOptions,
+        Meter,
+        MeterProvider,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        Observation,
+        get_meter,
+    )
+except ImportError as missing:
+    raise ImportError(
+        f"pghub.metrics.otel needs opentelemetry-api ({missing}): pip install 'pghub[otel]'"
+    ) from missing
 
 from .. import stats as process_stats  # the public pghub.stats(), whatever module holds it
 from . import COUNTERS, HUB_GAUGES, HUB_LABEL, Metric, StatsSource

@@ -20,9 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric as PrometheusMetric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.metrics_core import Metric as PrometheusMetric
+    from prometheus_client.registry import Collector
+except ImportError as missing:
+    raise ImportError(
+        f"pghub.metrics.prometheus needs prometheus_client ({missing}):"
+        " pip install 'pghub[prometheus]'"
+    ) from missing
 
 from .. import stats as process_stats  # the public pghub.stats(), whatever module holds it
 from . import COUNTERS, HUB_GAUGES, HUB_LABEL, StatsSource

@@ -28,6 +28,8 @@ from ..hub import Hub
 from .faultproxy import FaultProxy
 
 ALLOW_CALLBACK_ERRORS = "pghub_allow_callback_errors"
+# Public as pytest.FixtureLookupError in recent pytest; a LookupError in every version.
+_FIXTURE_MISSING: type[Exception] = getattr(pytest, "FixtureLookupError", LookupError)
 STOP_TIMEOUT = 30.0  # seconds pghub_hub's teardown waits for the hub to stop
 
 _NO_DSN = (
@@ -64,7 +66,7 @@ def pghub_dsn(request: pytest.FixtureRequest) -> str:
         return str(configured)
     try:
         database = request.getfixturevalue("postgresql")
-    except pytest.FixtureLookupError:
+    except _FIXTURE_MISSING:
         pytest.fail(_NO_DSN, pytrace=False)
     return _conninfo_of(database)
 
