@@ -206,14 +206,19 @@ def test_listen_reports_what_it_cannot_print_and_goes_on(
     code, lines = listener.finish()
     assert lines == ['{"topic":"odd","key":[3],"value":3}']
     assert code == FAILED
-    advisories = ["pghub listen: connect", "pghub listen: subscribe odd"]
-    assert listener.stderr[:2] == advisories
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    reached = (
+        f"pghub listen: connected to server {info['host']} port {info['port']}, "
+        f"database {info['dbname']}, user {info['user']}"
+    )
+    advisories = [reached, "pghub listen: connect", "pghub listen: subscribe odd"]
+    assert listener.stderr[:3] == advisories
     # The hub's warning (its thread) and the printer's line (the main thread) in either order.
-    unprintable, undecodable = sorted(listener.stderr[2:4], key=lambda line: "invalid" in line)
+    unprintable, undecodable = sorted(listener.stderr[3:5], key=lambda line: "invalid" in line)
     assert unprintable.startswith("pghub listen: cannot print an event on odd key [1]: ")
     assert "UnicodeEncodeError" in unprintable
     assert undecodable.startswith("pghub listen: invalid payload on 'odd': ")
-    assert listener.stderr[4:] == [
+    assert listener.stderr[5:] == [
         "pghub listen: 1 events could not be printed and 1 payloads could not be decoded"
     ]
 
