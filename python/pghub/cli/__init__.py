@@ -1,4 +1,4 @@
-"""The ``pghub`` command line: listen, notify, install, sql, doctor, demo (see docs/cli.md)."""
+"""The ``pghub`` command line: listen, notify, install, sql, doctor, demo, bench (docs/cli.md)."""
 
 from __future__ import annotations
 
