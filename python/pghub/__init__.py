@@ -7,6 +7,7 @@ JSON value. See README.md and docs/ for the wire format, the hub and the SQL ext
 from __future__ import annotations
 
 from ._consumer import Consumer
+from ._registry import stats
 from ._sqlnotify import async_sql_notify, sql_notify
 from .aio import AsyncConsumer, AsyncHub, Subscription
 from .errors import (
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .events import Action, Advisory, Event
 from .hub import Hub
-from .stats import HubStats, Stats, stats
+from .stats import HubStats, Stats
 from .wire import MAX_PAYLOAD_BYTES, channel, decode_event, decode_payload, encode_payload
 
 __version__ = "0.3.0"

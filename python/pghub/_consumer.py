@@ -3,6 +3,9 @@
 :class:`BaseConsumer` holds what sync and async consumers share: subscribing, closing and the
 delivery contract. A :class:`Consumer` runs its callback in a thread of its own, so a slow or
 blocking callback holds up nobody else; :class:`pghub.aio.AsyncConsumer` runs it as a task.
+
+The engine knows a consumer only by its mailbox: a consumer asks the engine's thread-safe
+methods (``subscribe``, ``unsubscribe``, ``close_mailbox``) for itself.
 """
 
 from __future__ import annotations
@@ -11,15 +14,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Container
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._mailbox import Mailbox, Overflow
+from ._engine import Engine
+from ._mailbox import Mailbox
+from ._options import Overflow
 from .errors import ConsumerClosed
 from .events import Action, Advisory, Event
 from .wire import channel
-
-if TYPE_CHECKING:
-    from ._engine import Engine
 
 
 def channels_of(topics: tuple[str, ...]) -> list[str]:
@@ -52,7 +54,6 @@ class BaseConsumer:
         self._channels: set[str] = set()
         self._closed = False
         self.mailbox = Mailbox(queue_size, overflow, self._wake)
-        self.told_connect = False  # the engine's: this consumer knows the hub is connected
         self.finished = False  # its final advisory has been delivered: nothing more happens
         self.delivered = 0
         self.callback_errors = 0
@@ -72,7 +73,7 @@ class BaseConsumer:
         if self._closed:
             raise ConsumerClosed("the consumer is closed")
         self._channels.update(channels)
-        self._engine.call(self._engine.subscribe, self, channels)
+        self._engine.subscribe(self.mailbox, channels)
 
     def unsubscribe(self, *topics: str) -> None:
         """Unsubscribe; an UNSUBSCRIBE advisory follows, after which no event of it arrives."""
@@ -80,13 +81,13 @@ class BaseConsumer:
         if self._closed:
             raise ConsumerClosed("the consumer is closed")
         self._channels.difference_update(channels)
-        self._engine.call(self._engine.unsubscribe, self, channels)
+        self._engine.unsubscribe(self.mailbox, channels)
 
     def close(self) -> None:
         """Close: the CLOSE advisory is the last thing the callback receives. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._engine.call(self._engine.close_consumer, self)
+            self._engine.close_mailbox(self.mailbox)
 
     def _wake(self) -> None:
         raise NotImplementedError

@@ -1,5 +1,8 @@
 """The hub's decisions, without I/O: the state machine that the engine thread drives.
 
+(Over 450 lines on purpose: the whole machine in one module, its table, its commands and
+every decision, so that it reads, and is checked against its table, in one place.)
+
 Theory of operation
 ===================
 
@@ -26,7 +29,8 @@ Phases (:class:`Phase`; :data:`TRANSITIONS` is the whole table, and docs/hub.md 
 Inputs, each a fact with the time it was seen: :meth:`Core.start`, :meth:`Core.connected`,
 :meth:`Core.connect_failed`, :meth:`Core.flushed` (the command reached the kernel whole),
 :meth:`Core.heard` (bytes arrived), :meth:`Core.results`, :meth:`Core.lost`, :meth:`Core.due`
-(the clock moved: deadlines), :meth:`Core.stop_requested`, :meth:`Core.wind_down`; from the
+(the clock moved: deadlines), :meth:`Core.stop_requested`, :meth:`Core.wind_down` and
+:meth:`Core.stop_mailboxes`; from the
 hub's callers (through the engine's inbox): :meth:`Core.add_mailbox`, :meth:`Core.subscribe`,
 :meth:`Core.unsubscribe`, :meth:`Core.close_mailbox`; and :meth:`Core.notify`, the one input
 any thread may give (it appends to the outbox deque).
@@ -102,30 +106,30 @@ class Transition(NamedTuple):
     source: Phase
     trigger: Trigger
     target: Phase
-    when: str
+    when: str  # what goes with it; "giving up": stopping, or a first connect that failed
+    # without retry_first_connect (ConnectFailed)
 
 
 _P, _T = Phase, Trigger
-_GIVE_UP = "stopping, or a first connect without retry_first_connect (ConnectFailed)"
 
 #: Every transition the core makes, and no other (the core checks each one against it).
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition(_P.IDLE, _T.START, _P.CONNECTING, "the engine thread started"),
-    Transition(_P.CONNECTING, _T.CONNECTED, _P.LISTENING, "settings and LISTENs go out"),
-    Transition(_P.CONNECTING, _T.CONNECT_FAILED, _P.BACKOFF, "retrying (a hot standby too)"),
-    Transition(_P.CONNECTING, _T.CONNECT_FAILED, _P.IDLE, _GIVE_UP),
+    Transition(_P.IDLE, _T.START, _P.CONNECTING, ""),
+    Transition(_P.CONNECTING, _T.CONNECTED, _P.LISTENING, ""),
+    Transition(_P.CONNECTING, _T.CONNECT_FAILED, _P.BACKOFF, "retrying"),
+    Transition(_P.CONNECTING, _T.CONNECT_FAILED, _P.IDLE, "giving up"),
     Transition(_P.LISTENING, _T.LISTENED, _P.CONNECTED, "CONNECT or RECONNECT"),
-    Transition(_P.LISTENING, _T.LISTEN_REFUSED, _P.BACKOFF, "the session cannot hear: retrying"),
-    Transition(_P.LISTENING, _T.LISTEN_REFUSED, _P.IDLE, _GIVE_UP),
-    Transition(_P.LISTENING, _T.LOST, _P.BACKOFF, "a failed attempt: retrying"),
-    Transition(_P.LISTENING, _T.LOST, _P.IDLE, _GIVE_UP),
+    Transition(_P.LISTENING, _T.LISTEN_REFUSED, _P.BACKOFF, "retrying"),
+    Transition(_P.LISTENING, _T.LISTEN_REFUSED, _P.IDLE, "giving up"),
+    Transition(_P.LISTENING, _T.LOST, _P.BACKOFF, "retrying"),
+    Transition(_P.LISTENING, _T.LOST, _P.IDLE, "giving up"),
     Transition(_P.CONNECTED, _T.LISTEN_REFUSED, _P.BACKOFF, "DISCONNECT"),
-    Transition(_P.CONNECTED, _T.LISTEN_REFUSED, _P.IDLE, "DISCONNECT; stopping"),
+    Transition(_P.CONNECTED, _T.LISTEN_REFUSED, _P.IDLE, "DISCONNECT, stopping"),
     Transition(_P.CONNECTED, _T.LOST, _P.BACKOFF, "DISCONNECT"),
-    Transition(_P.CONNECTED, _T.LOST, _P.IDLE, "DISCONNECT; stopping"),
-    Transition(_P.BACKOFF, _T.BACKOFF_OVER, _P.CONNECTING, "the next attempt"),
+    Transition(_P.CONNECTED, _T.LOST, _P.IDLE, "DISCONNECT, stopping"),
+    Transition(_P.BACKOFF, _T.BACKOFF_OVER, _P.CONNECTING, ""),
     *(
-        Transition(phase, _T.WIND_DOWN, _P.STOPPED, "answer everything, STOP to every mailbox")
+        Transition(phase, _T.WIND_DOWN, _P.STOPPED, "")
         for phase in (_P.IDLE, _P.CONNECTING, _P.LISTENING, _P.CONNECTED, _P.BACKOFF)
     ),
 )
@@ -427,7 +431,9 @@ class Core:
         self.stopping = True
 
     def wind_down(self) -> None:
-        """The driver is finishing: answer every notify False, give every mailbox STOP."""
+        """The driver is finishing (its session closed): answer every notify False. Commands
+        that were queued before it still run (an added mailbox gets STOP at once); then
+        :meth:`stop_mailboxes`."""
         if self.phase is Phase.STOPPED:
             return
         self.state = "stopping"
@@ -439,6 +445,9 @@ class Core:
             self._fail(command.batch)
         self._fail(_drain(self._solo))
         self._fail(_drain(self.outbox))
+
+    def stop_mailboxes(self) -> None:
+        """After the wind-down: STOP, the final advisory, to every mailbox still open."""
         for mailbox in self._told_connect:
             mailbox.put_advisory(_STOP)
         self._told_connect.clear()

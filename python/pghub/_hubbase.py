@@ -6,16 +6,20 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from . import stats as _stats
+from . import _registry
 from ._consumer import BaseConsumer
-from ._engine import Engine, HubOptions
-from ._mailbox import OVERFLOW_POLICIES, Overflow
+from ._engine import Engine
+from ._options import HubOptionArgs, HubOptions, Overflow
 from ._outbox import Outgoing
 from .events import Event
 from .stats import HubStats
 from .wire import channel, encode_payload
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _hub_ids = itertools.count(1)
 
@@ -43,6 +47,22 @@ def conninfo_of(target: Any) -> str:
 EventLike = tuple[str, Any, Any] | Event
 
 
+@dataclass
+class _ConsumerFigures:
+    """What consumers count, named as in :class:`pghub.HubStats`."""
+
+    events_delivered: int = 0
+    callback_errors: int = 0
+    overflow_drops: int = 0
+    queue_high_water: int = 0
+
+    def add(self, consumer: BaseConsumer) -> None:
+        self.events_delivered += consumer.delivered
+        self.callback_errors += consumer.callback_errors
+        self.overflow_drops += consumer.mailbox.dropped
+        self.queue_high_water = max(self.queue_high_water, consumer.mailbox.high_water)
+
+
 class HubBase:
     def __init__(
         self,
@@ -50,29 +70,10 @@ class HubBase:
         *,
         name: str | None = None,
         logger: logging.Logger | None = None,
-        retry_first_connect: bool = False,
-        connect_timeout: float = 10.0,
-        reconnect_delay: float = 0.5,
-        reconnect_max_delay: float = 30.0,
-        liveness_timeout: float = 30.0,
-        queue_size: int = 10_000,
-        overflow: Overflow = "drop_oldest",
-        send_queue_size: int = 100_000,
-        batch_max_notifies: int = 1000,
+        **options: Unpack[HubOptionArgs],
     ) -> None:
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
-        self.options = HubOptions(
-            retry_first_connect=retry_first_connect,
-            connect_timeout=connect_timeout,
-            reconnect_delay=reconnect_delay,
-            reconnect_max_delay=reconnect_max_delay,
-            liveness_timeout=liveness_timeout,
-            queue_size=queue_size,
-            overflow=overflow,
-            send_queue_size=send_queue_size,
-            batch_max_notifies=batch_max_notifies,
-        )
+        """``options``: the fields of :class:`pghub._options.HubOptions` (docs/hub.md)."""
+        self.options = HubOptions(**options)
         self.name = name if name is not None else f"hub{next(_hub_ids)}"
         self.log = logger if logger is not None else logging.getLogger("pghub")
         self._engine = Engine(
@@ -81,14 +82,14 @@ class HubBase:
             logger=self.log,
             options=self.options,
             on_confirm=self._confirmed,
-            on_started=lambda: _stats.register(self),
-            on_finished=lambda: _stats.retire(self),
+            on_started=lambda: _registry.register(self),
+            on_finished=lambda: _registry.retire(self),
         )
         self._consumers: list[BaseConsumer] = []
         self._consumers_lock = threading.Lock()
         # Consumer threads or tasks now in stop(wait=True): stop() does not wait for those.
         self._stoppers: set[object] = set()
-        self._gone = {"delivered": 0, "callback_errors": 0, "dropped": 0, "high_water": 0}
+        self._gone = _ConsumerFigures()  # of the consumers the hub has forgotten
         self._groups = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -108,15 +109,14 @@ class HubBase:
             live = []
             for c in self._consumers:
                 if c.finished:
-                    self._retire_consumer(c)
+                    self._gone.add(c)
                 else:
                     live.append(c)
             live.append(consumer)
             self._consumers = live
-        self._engine.call(self._engine.add_consumer, consumer)
+        self._engine.add_mailbox(consumer.mailbox)
         if channels:
-            consumer._channels.update(channels)
-            self._engine.call(self._engine.subscribe, consumer, channels)
+            consumer.subscribe(*channels)
 
     def _queue_settings(self, queue_size: int | None, overflow: Overflow | None) -> dict[str, Any]:
         """A consumer's queue bound and policy: its own, else the hub's."""
@@ -124,13 +124,6 @@ class HubBase:
             "queue_size": self.options.queue_size if queue_size is None else queue_size,
             "overflow": self.options.overflow if overflow is None else overflow,
         }
-
-    def _retire_consumer(self, c: BaseConsumer) -> None:
-        gone = self._gone
-        gone["delivered"] += c.delivered
-        gone["callback_errors"] += c.callback_errors
-        gone["dropped"] += c.mailbox.dropped
-        gone["high_water"] = max(gone["high_water"], c.mailbox.high_water)
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
         return Outgoing(channel(topic), encode_payload(key, value), group, confirm)
@@ -148,33 +141,19 @@ class HubBase:
         return items
 
     def stats(self) -> HubStats:
-        """A snapshot of this hub's figures (see :class:`pghub.HubStats`)."""
+        """A snapshot of this hub's figures (see :class:`pghub.HubStats`): the engine's
+        counters and the consumers' figures, under the same names."""
         engine = self._engine
-        counters = engine.counters
         with self._consumers_lock:
             consumers = list(self._consumers)
-            gone = dict(self._gone)
+            figures = replace(self._gone)
+        for consumer in consumers:
+            figures.add(consumer)
         return HubStats(
             name=self.name,
             state=engine.state,
-            events_received=counters.events_received,
-            events_delivered=gone["delivered"] + sum(c.delivered for c in consumers),
-            invalid_payloads=counters.invalid_payloads,
-            overflow_drops=gone["dropped"] + sum(c.mailbox.dropped for c in consumers),
-            callback_errors=gone["callback_errors"] + sum(c.callback_errors for c in consumers),
-            subscribes=counters.subscribes,
-            listens=counters.listens,
-            listen_failures=counters.listen_failures,
-            unlistens=counters.unlistens,
-            unlisten_failures=counters.unlisten_failures,
-            notifies=counters.notifies,
-            notify_failures=counters.notify_failures,
-            connects=counters.connects,
-            connect_failures=counters.connect_failures,
-            disconnects=counters.disconnects,
-            reconnects=counters.reconnects,
+            backend_pid=engine.core.backend_pid,
             consumers=sum(1 for c in consumers if not c.closed),
-            queue_high_water=max([gone["high_water"], *(c.mailbox.high_water for c in consumers)]),
-            send_queue_high_water=counters.send_queue_high_water,
-            backend_pid=engine.backend_pid,
+            **vars(figures),
+            **vars(engine.core.counters),
         )

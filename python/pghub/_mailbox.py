@@ -10,22 +10,17 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
 
+from ._options import Overflow, check_queue
 from .events import Action, Advisory, Event
 
-Overflow = Literal["drop_oldest", "drop_newest"]
-OVERFLOW_POLICIES: tuple[Overflow, ...] = ("drop_oldest", "drop_newest")
 _DISCONNECT = Advisory(Action.DISCONNECT)
 _RECONNECT = Advisory(Action.RECONNECT)
 
 
 class Mailbox:
     def __init__(self, size: int, overflow: Overflow, wake: Callable[[], None]) -> None:
-        if size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {size}")
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+        check_queue(size, overflow)
         self.size = size
         self.overflow = overflow
         self._wake = wake

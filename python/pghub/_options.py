@@ -1,17 +1,27 @@
 """Every option of a hub: its name, type and default, and the one place each is checked.
 
 :class:`HubOptions` is the single source of truth: ``Hub`` and ``AsyncHub`` take its fields
-as keyword arguments, docs/hub.md lists them (a test compares the two), and nothing else
-restates a default.
+as keyword arguments (typed by :class:`HubOptionArgs`, which a test holds to the same names
+and types), docs/hub.md lists them (a test compares the two), and nothing else restates a
+default or a bound. A consumer's own ``queue_size``/``overflow`` are checked here too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("drop_oldest", "drop_newest")
+
+# The kernel's bound on TCP_KEEPIDLE (Linux: MAX_TCP_KEEPIDLE); keepalives_idle is a third of
+# liveness_timeout, which is therefore at most three times this.
+MAX_TCP_KEEPIDLE = 32767
+MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
+
+_SECONDS = ("connect_timeout", "liveness_timeout", "reconnect_delay", "reconnect_max_delay")
+_COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars")
 
 
 @dataclass(frozen=True)
@@ -30,13 +40,51 @@ class HubOptions:
     batch_max_chars: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "liveness_timeout", "reconnect_delay"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be a finite number of seconds above 0, got {value!r}"
+                )
+        if self.liveness_timeout > MAX_LIVENESS_TIMEOUT:
+            # Refused here rather than by the kernel at every connect (setsockopt fails).
+            raise ValueError(
+                f"liveness_timeout must be above 0 and at most {MAX_LIVENESS_TIMEOUT} s, got"
+                f" {self.liveness_timeout!r}: TCP keepalives start after liveness_timeout/3,"
+                f" and the kernel takes at most {MAX_TCP_KEEPIDLE} s (TCP_KEEPIDLE)"
+            )
         if self.reconnect_max_delay < self.reconnect_delay:
             raise ValueError("reconnect_max_delay must be at least reconnect_delay")
-        for name in ("queue_size", "send_queue_size", "batch_max_notifies", "batch_max_chars"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {self.overflow!r}")
+        for name in _COUNTS:
+            _at_least_one(name, getattr(self, name))
+        check_queue(self.queue_size, self.overflow)
+
+
+class HubOptionArgs(TypedDict, total=False):
+    """:class:`HubOptions` as keyword arguments (for typing ``Hub(...)``; same names, same
+    types: tests/python/test_hub_options.py compares them)."""
+
+    retry_first_connect: bool
+    connect_timeout: float
+    reconnect_delay: float
+    reconnect_max_delay: float
+    liveness_timeout: float
+    queue_size: int
+    overflow: Overflow
+    send_queue_size: int
+    batch_max_notifies: int
+    batch_max_chars: int
+
+
+def check_queue(queue_size: int, overflow: Overflow) -> None:
+    """A consumer's queue bound and overflow policy (the hub's, or a consumer's own)."""
+    _at_least_one("queue_size", queue_size)
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")

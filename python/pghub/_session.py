@@ -1,6 +1,6 @@
 """One non-blocking libpq session: connect, one command at a time, and notifications.
 
-The engine drives it from a select loop, so no call here ever blocks: every wait (to connect,
+The engine drives it from a poll() loop, so no call here ever blocks: every wait (to connect,
 to send, for a result) is the engine's, with the engine's deadline. This works at psycopg's
 ``pq`` level, below ``psycopg.Connection``, whose calls block and hold a lock.
 """
@@ -31,12 +31,6 @@ class CommandError:
 
     sqlstate: str
     message: str
-
-
-# The kernel's bound on TCP_KEEPIDLE (Linux: MAX_TCP_KEEPIDLE); keepalives_idle is a third of
-# liveness_timeout, which is therefore at most three times this.
-MAX_TCP_KEEPIDLE = 32767
-MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
 
 
 def session_conninfo(conninfo: str, *, liveness_timeout: float, application_name: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ._consumer import BaseConsumer, channels_of
 from ._hubbase import EventLike, HubBase
-from ._mailbox import Overflow
+from ._options import Overflow
 from ._outbox import Outgoing
 from .events import Action, Event
 
@@ -46,12 +46,43 @@ class AsyncConsumer(BaseConsumer):
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._pending: deque[Event] = deque()  # taken, not yet read (no callback)
+        self._over = False  # its final advisory has been read (no callback)
         if callback is not None:
             self._task = self._loop.create_task(self._run(callback), name="pghub-consumer")
 
     def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to deliver to
             self._loop.call_soon_threadsafe(self._ready.set)
+
+    def close(self) -> None:
+        super().close()
+        if self._task is None:
+            self.finished = True  # read by nobody from now on: its hub may forget it
+
+    async def next_event(self) -> Event | None:
+        """For a consumer without a callback (what a :class:`Subscription` reads): the next
+        event or advisory, counted and discarded as for a callback; None once the final
+        advisory has been read."""
+        pending = self._pending
+        while not self._over:
+            while not pending:
+                pending.extend(await self._next_batch())
+            event = pending.popleft()
+            if self._discards(event):
+                continue
+            self._over = self._done_with(event)
+            return event
+        return None
+
+    async def _next_batch(self) -> deque[Event]:
+        """Wait until the engine has queued something; take all of it."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            events = self._take()
+            if events:
+                return events
 
     async def wait_closed(self) -> None:
         """Wait until the final advisory has been delivered."""
@@ -80,9 +111,7 @@ class AsyncConsumer(BaseConsumer):
 
     async def _deliver(self, callback: Callable[[Event], Any]) -> None:
         while True:
-            await self._ready.wait()
-            self._ready.clear()
-            for event in self._take():
+            for event in await self._next_batch():
                 if self._discards(event):
                     continue
                 try:
@@ -154,7 +183,6 @@ class Subscription:
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
-            self._consumer.finished = True  # nobody reads it any more: its hub may forget it
 
     def __aiter__(self) -> Subscription:
         return self
@@ -177,11 +205,11 @@ class Subscription:
     async def _next_raw(self) -> Event:
         consumer = self._consumer
         assert consumer is not None, "use 'async with hub.subscription(...)'"
-        while not self._buffer:
-            await consumer._ready.wait()
-            consumer._ready.clear()
-            self._buffer.extend(consumer._take())
-        return self._buffer.popleft()
+        if self._buffer:
+            return self._buffer.popleft()
+        event = await consumer.next_event()
+        assert event is not None, "read after the final advisory"  # _ended stops that
+        return event
 
 
 class AsyncHub(HubBase):
@@ -212,13 +240,19 @@ class AsyncHub(HubBase):
         me = asyncio.current_task()
         self._stoppers.add(me)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._engine.finished.wait)
+            await self.wait_stopped()
             for consumer in list(self._consumers):
                 if isinstance(consumer, AsyncConsumer):
                     await consumer._wait_done(self._stoppers)
             await asyncio.sleep(0)  # let confirmations scheduled by the engine run
         finally:
             self._stoppers.discard(me)
+
+    async def wait_stopped(self) -> None:
+        """Wait until the hub has stopped (after ``stop()``, or after a failed first connect):
+        every notify answered, every consumer given its STOP. Cancelling the wait leaves the
+        hub alone. Its consumers' callbacks may still be running."""
+        await _wait_for_thread(self._engine.finished)
 
     async def __aenter__(self) -> AsyncHub:
         await self.start()

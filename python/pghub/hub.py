@@ -9,7 +9,7 @@ from typing import Any
 
 from ._consumer import Consumer, channels_of
 from ._hubbase import EventLike, HubBase
-from ._mailbox import Overflow
+from ._options import Overflow
 from ._outbox import Outgoing
 from .errors import ConnectFailed, HubStopped
 from .events import Event
@@ -32,7 +32,7 @@ class Hub(HubBase):
             try:
                 self._engine.first_connect.result()
             except (ConnectFailed, HubStopped):
-                self._engine.finished.wait()  # the engine is winding down: say "stopped"
+                self._engine.join()  # the engine is winding down: say "stopped"
                 raise
 
     def stop(self, wait: bool = True) -> None:
@@ -51,12 +51,18 @@ class Hub(HubBase):
         me = threading.current_thread()
         self._stoppers.add(me)
         try:
-            engine.finished.wait()
+            engine.join()
             for consumer in list(self._consumers):
                 if isinstance(consumer, Consumer):
                     consumer._wait_done(self._stoppers)
         finally:
             self._stoppers.discard(me)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the hub has stopped (after ``stop()``, or after a failed first connect):
+        every notify answered, every consumer given its STOP. True once stopped, False if
+        ``timeout`` seconds passed first. Its consumers' callbacks may still be running."""
+        return self._engine.join(timeout)
 
     def __enter__(self) -> Hub:
         self.start()

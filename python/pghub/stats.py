@@ -1,14 +1,9 @@
-"""Figures about hubs: per hub (:class:`HubStats`) and for the whole process (:class:`Stats`)."""
+"""Figures about hubs, as values: per hub (:class:`HubStats`) and for the whole process
+(:class:`Stats`, made by :func:`pghub.stats` from the process's registry of hubs)."""
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._hubbase import HubBase
 
 
 @dataclass(frozen=True)
@@ -17,7 +12,8 @@ class HubStats:
 
     - ``state``: "new", "connecting", "connected", "disconnected", "stopping" or "stopped".
     - ``events_received``: valid notifications received on subscribed channels.
-    - ``events_delivered``: events handed to consumer callbacks (one per consumer).
+    - ``events_delivered``: events handed to consumer callbacks or read from a
+      :class:`pghub.Subscription` (one per consumer).
     - ``invalid_payloads``: notifications on subscribed channels that failed to decode (dropped).
     - ``overflow_drops``: events dropped from full consumer queues.
     - ``callback_errors``: consumer callbacks that raised.
@@ -57,14 +53,6 @@ class HubStats:
     backend_pid: int | None
 
 
-_SUMMED = [
-    f.name
-    for f in fields(HubStats)
-    if f.name not in ("name", "state", "consumers", "backend_pid")
-    and not f.name.endswith("high_water")
-]
-
-
 @dataclass(frozen=True)
 class Stats:
     """Process-wide: ``hubs`` running now, ``hubs_started`` in all, and ``totals``: the sum of
@@ -75,38 +63,10 @@ class Stats:
     totals: dict[str, int]
 
 
-_lock = threading.Lock()
-_hubs: weakref.WeakSet[HubBase] = weakref.WeakSet()
-_retired: dict[str, int] = dict.fromkeys(_SUMMED, 0)
-_started = 0
-
-
-def register(hub: HubBase) -> None:
-    global _started
-    with _lock:
-        _hubs.add(hub)
-        _started += 1
-
-
-def retire(hub: HubBase) -> None:
-    """A hub stopped: keep its counts in the process totals."""
-    snapshot = hub.stats()
-    with _lock:
-        if hub in _hubs:
-            _hubs.discard(hub)
-            for name in _SUMMED:
-                _retired[name] += getattr(snapshot, name)
-
-
-def stats() -> Stats:
-    """Figures for the whole process."""
-    with _lock:
-        live = list(_hubs)
-        totals = dict(_retired)
-        started = _started
-    for hub in live:
-        snapshot = hub.stats()
-        for name in _SUMMED:
-            totals[name] += getattr(snapshot, name)
-    running = sum(1 for hub in live if hub.stats().state not in ("new", "stopped"))
-    return Stats(hubs=running, hubs_started=started, totals=totals)
+# The counts of HubStats that add up over hubs (Stats.totals).
+SUMMED = tuple(
+    f.name
+    for f in fields(HubStats)
+    if f.name not in ("name", "state", "consumers", "backend_pid")
+    and not f.name.endswith("high_water")
+)

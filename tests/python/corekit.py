@@ -156,6 +156,12 @@ class Rig:
         self.settle()
         assert self.phase is Phase.CONNECTED, self.phase
 
+    def finish(self) -> None:
+        """The driver's end: the wind-down, then STOP to the mailboxes."""
+        self.core.wind_down()
+        self.core.stop_mailboxes()
+        self.core.finished()
+
     def lose(self, reason: str = "reset") -> None:
         self.core.lost(reason, self.now)
 

@@ -324,7 +324,7 @@ def test_a_refused_listen_on_the_first_connect_is_a_failed_first_connect() -> No
     assert box.said() == []
     c = r.core.counters
     assert (c.listen_failures, c.connects, c.connect_failures) == (1, 0, 1)
-    r.core.wind_down()
+    r.finish()
     assert box.said() == ["STOP!"]
 
 
@@ -725,7 +725,7 @@ def test_close_is_final_and_later_commands_for_the_mailbox_are_ignored() -> None
     assert box.said() == ["CONNECT", "SUBSCRIBE(a)", "CLOSE!"]
     assert r.core.mailboxes == []
     assert r.core.routes == {}
-    r.core.wind_down()
+    r.finish()
     assert box.said()[-1] == "CLOSE!"  # no STOP after it
 
 
@@ -751,17 +751,33 @@ def test_wind_down_answers_everything_false_and_stops_every_mailbox() -> None:
     r.roundtrip(Refused())  # both wait to be retried alone
     r.send()  # 1 in flight
     r.core.notify([item(3)])
-    r.core.wind_down()
+    r.finish()
     assert r.answered() == {1: False, 2: False, 3: False}
     assert a.said()[-1] == b.said()[-1] == "STOP!"
-    assert (r.phase, r.core.state, r.core.backend_pid) == (Phase.STOPPED, "stopping", None)
-    r.core.finished()
-    assert r.core.state == "stopped"
+    assert (r.phase, r.core.state, r.core.backend_pid) == (Phase.STOPPED, "stopped", None)
+
+
+def test_commands_queued_before_the_end_run_between_wind_down_and_stop() -> None:
+    """The driver runs the commands queued before it finished after the wind-down: a close
+    gets its CLOSE (not STOP), a new mailbox its STOP, nothing is listened to any more."""
+    r = Rig()
+    staying, closing = _subscribed_box(r, "a"), _subscribed_box(r, "a")
+    r.up()
+    r.core.wind_down()
+    assert r.core.state == "stopping"
+    assert staying.said() == ["CONNECT", "SUBSCRIBE(a)"]  # its final advisory comes last
+    late = Box("late")
+    r.core.add_mailbox(late)
+    r.core.close_mailbox(closing)
+    r.core.subscribe(staying, ["b"])  # nothing is listened to: no SUBSCRIBE
+    r.core.stop_mailboxes()
+    assert (late.said(), closing.said()[-1], staying.said()[-1]) == (["STOP!"], "CLOSE!", "STOP!")
+    assert staying.said().count("STOP!") == 1
 
 
 def test_after_the_wind_down_everything_is_answered_at_once() -> None:
     r = Rig()
-    r.core.wind_down()
+    r.finish()
     assert r.first == [(FirstConnect.STOPPED, "stopped")]
     late = Box()
     r.core.add_mailbox(late)
@@ -769,7 +785,7 @@ def test_after_the_wind_down_everything_is_answered_at_once() -> None:
     assert late.said() == ["STOP!"]
     r.core.notify([item(1)])
     assert r.answered() == {1: False}
-    r.core.wind_down()  # twice: nothing more
+    r.finish()  # twice: nothing more
     assert late.said() == ["STOP!"]
     assert len(r.first) == 1
 

@@ -175,6 +175,7 @@ class CoreMachine(RuleBasedStateMachine):
         before = set(self.answers)
         self.core.wind_down()
         self.excused.update(set(self.answers) - before)  # answered False by the wind-down
+        self.core.stop_mailboxes()
         self.core.finished()
         self.wound_down = True
         self.flight = None

@@ -253,7 +253,7 @@ def test_closing_consumers_while_the_hub_stops_does_not_kill_its_end(dsn: str) -
     sys.setswitchinterval(1e-6)
     try:
         hub.stop(wait=False)
-        finished = hub._engine.finished.wait(5)
+        finished = hub.join(5)
     finally:
         sys.setswitchinterval(previous)
     assert finished, "the engine never finished: its end was cut short"
@@ -292,7 +292,8 @@ def test_an_async_callback_raising_cancelled_error_does_not_end_delivery(
                 await asyncio.wait_for(hub.stop(), 10)
                 stopped = True
             if not stopped:
-                await loop.run_in_executor(None, hub._engine.finished.wait, 10)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(hub.wait_stopped(), 10)
         assert stopped, "stop() raised CancelledError"
         rec.assert_final_last(Action.STOP)
 
@@ -394,7 +395,7 @@ def test_stop_from_a_confirm_callback_does_not_wait_and_the_hub_stops(
 
     hub.notify("x", [1], confirm=confirm)
     assert answered.wait(5)
-    assert hub._engine.finished.wait(5)
+    assert hub.join(5)
     rec.wait_final()
     rec.assert_final_last(Action.STOP)
 
@@ -516,7 +517,8 @@ def test_an_async_hub_outliving_its_first_loop_answers_and_stops_on_the_next(dsn
             await asyncio.wait_for(hub.stop(), 10)
         except BaseException as exc:  # CancelledError is what it raises
             stopped = type(exc).__name__
-            await asyncio.get_running_loop().run_in_executor(None, hub._engine.finished.wait, 10)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(hub.wait_stopped(), 10)
         return answer, stopped
 
     asyncio.run(asyncio.wait_for(first(), 15))
@@ -577,7 +579,8 @@ def test_two_async_callbacks_that_both_stop_the_hub_do_not_deadlock(
         deadline = time.monotonic() + 5
         while len(returned) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await loop.run_in_executor(None, hub._engine.finished.wait, 10)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(hub.wait_stopped(), 10)
         return returned
 
     # On failure the two deadlocked tasks are left pending; asyncio.run cancels them.

@@ -1,0 +1,74 @@
+"""How other threads reach the engine thread: a queue of commands and a wake-up socket pair.
+
+Any thread puts a command (a core method and its arguments) and rings; the engine thread
+polls :meth:`Inbox.fileno` along with its session, and runs every queued command in order
+at the top of its loop. A ring while one is pending sends nothing, so a burst of commands
+costs one byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self._commands: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._open()
+
+    def _open(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self._pending = False
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def put(self, handler: Callable[..., None], *args: Any) -> None:
+        """Queue ``handler(*args)`` for the engine thread and wake it (any thread)."""
+        self._commands.append((handler, args))
+        self.ring()
+
+    def ring(self) -> None:
+        """Wake the engine thread (any thread)."""
+        if not self._pending:
+            self._pending = True
+            # A full buffer holds wake-ups already; a closed socket means the engine finished.
+            with contextlib.suppress(OSError):
+                self._w.send(b"\0")
+
+    def heard(self) -> None:
+        """The engine thread woke: take the bytes, then (at the top of its loop) the commands.
+        A command queued after this rings again; one queued before is run."""
+        with contextlib.suppress(BlockingIOError):
+            while self._r.recv(4096):
+                pass
+        self._pending = False
+
+    def run(self, log: logging.Logger, name: str) -> None:
+        """Run every queued command in order; one that raises is logged, not fatal."""
+        commands = self._commands
+        while commands:
+            handler, args = commands.popleft()
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("pghub hub %r: command %s failed", name, handler.__name__)
+
+    def renew(self) -> None:
+        """A socket pair of its own (in a child process made by fork())."""
+        self.close()
+        self._open()
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
