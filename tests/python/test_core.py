@@ -8,6 +8,7 @@ order, notifies and their answers, advisories, deadlines, the wind-down, the rou
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from corekit import Box, Refused, Rig, item
@@ -21,6 +22,7 @@ from pghub._core import (
     FirstConnect,
     Kind,
     Phase,
+    Transition,
     Trigger,
 )
 from pghub._outbox import NOTIFY_MANY, NOTIFY_ONE
@@ -204,6 +206,24 @@ def test_transition(
     fire(r)
     assert seen == [(source, trigger, target)]
     assert r.phase is target
+
+
+def mermaid(transitions: tuple[Transition, ...]) -> str:
+    """The body of docs/hub.md's state diagram, drawn from the transition table."""
+    lines = ["    [*] --> IDLE"]
+    for t in transitions:
+        label = t.trigger.value + (f" ({t.when})" if t.when else "")
+        lines.append(f"    {t.source.name} --> {t.target.name} : {label}")
+    lines.append("    STOPPED --> [*]")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_docs_state_diagram_is_the_transition_table() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "hub.md").read_text()
+    drawn = text.split("```mermaid\nstateDiagram-v2\n", 1)[1].split("```", 1)[0]
+    assert drawn == mermaid(TRANSITIONS), "docs/hub.md's diagram, drawn again:\n" + mermaid(
+        TRANSITIONS
+    )
 
 
 def test_a_transition_not_in_the_table_is_refused() -> None:
