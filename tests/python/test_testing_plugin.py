@@ -311,5 +311,5 @@ def test_readme_example_runs_as_written(pytester: pytest.Pytester, dsn: str) -> 
     section = re.search(r"^## Testing your code.*?(?=^## )", text, re.MULTILINE | re.DOTALL)
     assert section is not None
     (block,) = re.findall(r"```python\n(.*?)```", section.group(0), re.DOTALL)
-    pytester.makepyfile(test_readme=block)
+    pytester.makepyfile(test_readme_plugin_example=block)  # not test_readme: that module exists
     run_inner(pytester, f"--pghub-dsn={dsn}").assert_outcomes(passed=1)
