@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
-from pghub import wire  # noqa: E402  (this tree's pghub, whatever is installed)
+from pghub import _jsonread, wire  # noqa: E402  (this tree's pghub, whatever is installed)
 
 # The last revision before the faster decoder and encoder.
 DEFAULT_BASELINE = "0c41265"
@@ -109,9 +109,9 @@ def compare(old: Callable[[], object], new: Callable[[], object], rounds: int) -
 def json_libraries(rounds: int, names: list[str]) -> None:
     """The JSON part alone: json's scanner and msgspec as pghub calls them, and the plain
     loaders of orjson and msgspec (without pghub's float parser), where importable."""
-    scan = wire._PLAIN_READER.scan
+    scan = _jsonread.PLAIN_READER.scan
     loaders: dict[str, Callable[[str], Any]] = {"json scanner": lambda text: scan(text, 0)}
-    accelerated = wire._msgspec_decoder()
+    accelerated = _jsonread.msgspec_decoder()
     if accelerated is not None:
         loaders["pghub's msgspec"] = accelerated
     for module, attribute in (("orjson", "loads"), ("msgspec.json", "decode")):
@@ -176,13 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                         True,
                     )
                 )
-            accelerator = wire._PLAIN_READER.fast
+            accelerator = _jsonread.PLAIN_READER.fast
             for op, old_call, new_call, accelerated in operations:
-                wire._PLAIN_READER.fast = accelerator if accelerated else None
+                _jsonread.PLAIN_READER.fast = accelerator if accelerated else None
                 try:
                     before, now, ratio = compare(old_call, new_call, args.rounds)
                 finally:
-                    wire._PLAIN_READER.fast = accelerator
+                    _jsonread.PLAIN_READER.fast = accelerator
                 print(f"{name:<10} {size:5d}  {op:<20} {before:9.2f} {now:9.2f} {ratio:5.2f}x")
     if args.json_libraries:
         json_libraries(args.rounds, names)

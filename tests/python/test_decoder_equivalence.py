@@ -27,10 +27,10 @@ from wire_support import VECTORS, event_keys, json_values
 from pghub import (
     InvalidPayload,
     PayloadTooLarge,
+    _jsonread,
     decode_event,
     decode_payload,
     encode_payload,
-    wire,
 )
 
 EXAMPLES = settings(
@@ -40,7 +40,7 @@ EXAMPLES = settings(
 )
 
 
-ACCELERATED = wire._msgspec_decoder()
+ACCELERATED = _jsonread.msgspec_decoder()
 implementations = pytest.mark.parametrize("implementation", ["pure", "msgspec"])
 
 
@@ -49,12 +49,12 @@ def reading_json_with(implementation: str) -> Iterator[None]:
     """decode_payload with the JSON part read by ``implementation`` while in the block."""
     if implementation == "msgspec" and ACCELERATED is None:
         pytest.skip("msgspec is not installed (the pghub[msgspec] extra)")
-    saved = wire._PLAIN_READER.fast
-    wire._PLAIN_READER.fast = ACCELERATED if implementation == "msgspec" else None
+    saved = _jsonread.PLAIN_READER.fast
+    _jsonread.PLAIN_READER.fast = ACCELERATED if implementation == "msgspec" else None
     try:
         yield
     finally:
-        wire._PLAIN_READER.fast = saved
+        _jsonread.PLAIN_READER.fast = saved
 
 
 def tagged(value: Any) -> Any:

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from .._jsonread import numeric_with_exponent
 from ..errors import ConnectFailed, PghubError
 from ..hub import Hub
-from ..wire import INT64_MAX, INT64_MIN, _numeric_with_exponent, channel, encode_payload
+from ..wire import INT64_MAX, INT64_MIN, channel, encode_payload
 from ._common import (
     CliError,
     Exit,
@@ -204,7 +205,7 @@ def _json_number(text: str) -> Decimal:
     """A JSON number with a fraction or exponent, exactly: jsonb keeps it as numeric does
     (12345678901234567890.5, 19.999999999999999999, 1e400), a float would round it."""
     if "e" in text or "E" in text:
-        return _numeric_with_exponent(text)  # refuses what numeric refuses
+        return numeric_with_exponent(text)  # refuses what numeric refuses
     return Decimal(text)
 
 
