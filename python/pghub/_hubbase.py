@@ -154,6 +154,7 @@ class HubBase:
             state=engine.state,
             backend_pid=engine.core.backend_pid,
             consumers=sum(1 for c in consumers if not c.closed),
+            mailboxes=len(engine.core.mailboxes),
             **vars(figures),
             **vars(engine.core.counters),
         )

@@ -24,6 +24,9 @@ class HubStats:
     - ``connects`` / ``connect_failures``: sessions opened / attempts that failed.
     - ``disconnects``: sessions lost; ``reconnects``: sessions opened after the first.
     - ``consumers``: consumers open now.
+    - ``mailboxes``: consumers the engine still delivers to. A closed consumer leaves once the
+      engine has handled its close, so this equals ``consumers`` whenever the hub is settled;
+      staying above it would be a leak.
     - ``queue_high_water``: the most events any consumer's queue has held.
     - ``send_queue_high_water``: the most notifies that have waited to be sent.
     - ``backend_pid``: the server process of the listening session, None when disconnected.
@@ -48,6 +51,7 @@ class HubStats:
     disconnects: int
     reconnects: int
     consumers: int
+    mailboxes: int
     queue_high_water: int
     send_queue_high_water: int
     backend_pid: int | None
@@ -67,6 +71,6 @@ class Stats:
 SUMMED = tuple(
     f.name
     for f in fields(HubStats)
-    if f.name not in ("name", "state", "consumers", "backend_pid")
+    if f.name not in ("name", "state", "consumers", "mailboxes", "backend_pid")
     and not f.name.endswith("high_water")
 )

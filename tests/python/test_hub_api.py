@@ -117,7 +117,7 @@ def test_hub_stats_are_the_counters_and_the_consumers_figures() -> None:
     figures = {f.name for f in dataclasses.fields(_ConsumerFigures)}
     assert not counters & figures
     stats = {f.name for f in dataclasses.fields(pghub.HubStats)}
-    assert stats == counters | figures | {"name", "state", "consumers", "backend_pid"}
+    assert stats == counters | figures | {"name", "state", "consumers", "mailboxes", "backend_pid"}
 
 
 # --- waiting for the end -----------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Hundreds of tasks are cancelled at random points (entering a subscription, awaiting a notify,
 starting the hub, inside consumer callbacks), with the server up, refusing, or absent; then
-the test counts what is left: consumers (``stats().consumers`` and the engine's own set),
-LISTENs (``stats().listens - stats().unlistens`` on one session), confirm callbacks per notify
-(exactly one each), and reports to the loop's exception handler (none).
+the test counts what is left: consumers (``stats().consumers``, and ``stats().mailboxes``:
+those the engine still serves), LISTENs (``stats().listens - stats().unlistens`` on one
+session), confirm callbacks per notify (exactly one each), and reports to the loop's
+exception handler (none).
 
 Each test runs its coroutine with ``asyncio.run`` under an ``asyncio.wait_for`` bound, and
 every wait inside is bounded too.
@@ -85,23 +86,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def engine_consumers(hub: pghub.AsyncHub) -> int:
-    """The consumers' mailboxes the hub's engine still serves (no public figure says it)."""
-    return len(hub._engine.core.mailboxes)
-
-
 def listened(hub: pghub.AsyncHub) -> int:
     """LISTENs in effect, on a hub that has had one session."""
     s = hub.stats()
     return s.listens - s.unlistens
 
 
+def open_consumers(hub: pghub.AsyncHub) -> tuple[int, int]:
+    """The consumers open on the hub's side, and those its engine still delivers to."""
+    s = hub.stats()
+    return s.consumers, s.mailboxes
+
+
 async def leftovers_settle(hub: pghub.AsyncHub, consumers: int, timeout: float = 5.0) -> None:
     """Wait until the hub and its engine hold exactly ``consumers`` consumers."""
     await settle(
         f"{consumers} consumers open",
-        lambda: hub.stats().consumers == consumers and engine_consumers(hub) == consumers,
-        lambda: (hub.stats().consumers, engine_consumers(hub)),
+        lambda: open_consumers(hub) == (consumers, consumers),
+        lambda: open_consumers(hub),
         timeout,
     )
 

@@ -103,9 +103,10 @@ HUB_GAUGES: tuple[Metric, ...] = (
     ),
 )
 
-# HubStats fields that are not figures: name is the "hub" label, state gives "connected",
-# backend_pid is an identity (a server pid), not something to plot.
-NOT_EXPORTED = frozenset({"name", "state", "backend_pid"})
+# HubStats fields that are not exported: name is the "hub" label, state gives "connected",
+# backend_pid is an identity (a server pid), not something to plot; mailboxes is the engine's
+# side of consumers, the same figure whenever the hub is settled (a check for leaks in tests).
+NOT_EXPORTED = frozenset({"name", "state", "backend_pid", "mailboxes"})
 
 HUB_LABEL = "hub"
 
