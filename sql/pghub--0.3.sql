@@ -381,29 +381,8 @@ COMMENT ON FUNCTION pghub.decode(text) IS
 'when there is none or it is JSON null). Strict: a payload no encoder could write raises '
 '22P02 with the byte offset where it goes wrong.';
 
--- LANGUAGE sql: inlined into the calling query or PL/pgSQL expression (a trigger's PERFORM),
--- which saves a function call a row. The arguments of pg_notify are computed, left to right,
--- before it queues anything: the topic is checked first, then the key, the value and the size
--- (by encode). coalesce reaches pghub._topic_fault only for a NULL topic.
--- No SET search_path, as for pghub.channel: every call is qualified and takes exactly the
--- argument types given (text, bigint[], jsonb).
-CREATE OR REPLACE FUNCTION pghub.notify(
-    topic text, key bigint[] DEFAULT NULL, value jsonb DEFAULT NULL
-)
-RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-AS $$
-SELECT pg_catalog.pg_notify(
-    coalesce(pghub.channel(topic), pghub._topic_fault(topic)),
-    pghub.encode(key, value)
-)
-$$;
-
-COMMENT ON FUNCTION pghub.notify(text, bigint[], jsonb) IS
-'Sends the event (topic, key, value) as NOTIFY on the channel of the topic with the canonical '
-'payload, delivered at commit. Raises (and sends nothing) on a bad or NULL topic (22023), a '
-'NULL key element (22004), a key of more than one dimension (2202E), a payload over 7999 '
-'bytes (54000).';
+-- pghub.notify is defined at the end of this script, under "Durable topics": for a durable topic
+-- it appends the event to the journal as well, so it needs the functions defined there.
 
 GRANT EXECUTE ON FUNCTION
 pghub.version(),
@@ -411,8 +390,7 @@ pghub._topic_fault(text),
 pghub.channel(text),
 pghub.encode(bigint[], jsonb),
 pghub._payload_fault(text),
-pghub.decode(text),
-pghub.notify(text, bigint[], jsonb)
+pghub.decode(text)
 TO public;
 
 -- ==== Triggers: row and statement publishing ====
@@ -622,6 +600,11 @@ BEGIN
         + 5 * (length(data_text) - length(replace(data_text, '$', '')));
     IF bound <= 7999 THEN
         PERFORM pghub.notify(topic, event_key, value || jsonb_build_object('data', data));
+    ELSIF to_regclass(format('pghub.%I', pghub.channel(topic))) IS NOT NULL THEN
+        -- A durable topic (its view exists, as pghub.notify checks) journals the row whole;
+        -- listeners of its channel get the stand-in without data if the row does not fit.
+        PERFORM pghub._journal(pghub.channel(topic), event_key,
+            value || jsonb_build_object('data', data), value || '{"data_omitted": true}'::jsonb);
     ELSE
         BEGIN
             PERFORM pghub.notify(topic, event_key, value || jsonb_build_object('data', data));
@@ -875,3 +858,1473 @@ GRANT EXECUTE ON FUNCTION pghub.row_trigger() TO public;
 GRANT EXECUTE ON FUNCTION pghub.statement_trigger() TO public;
 GRANT EXECUTE ON FUNCTION pghub.unpublish_table(regclass) TO public;
 GRANT EXECUTE ON FUNCTION pghub.publish_table(regclass, text, text, text[], boolean) TO public;
+
+-- ==== Durable topics (docs/durable.md) ====
+-- A durable topic keeps a journal: pghub.notify and the publishing triggers also append each of
+-- its events to it, in the writer's transaction, so that the event exists exactly when that
+-- transaction commits. Consumers read the journal by transaction snapshots, as PgQ does: a
+-- position is a snapshot (pg_snapshot); the events after it are those whose transaction is
+-- visible in a later snapshot and was not visible in it. Plain topics are untouched.
+--
+-- Layout, in schema pghub:
+-- - durable$topic: one row a durable topic (its owner, retention and wake mode);
+-- - journal$0 .. journal$7: the events of every durable topic. Writers append to the current
+--   one (the value of sequence journal$gen, modulo 8); prune() empties old ones with TRUNCATE
+--   and rotates, so no journal row is ever updated or deleted (no bloat, nothing to vacuum);
+-- - a view named after each durable topic's channel (pghub.orders): its existence is what
+--   makes pghub.notify journal the topic, a catalog lookup that every session caches. Every
+--   other relation of schema pghub has a $ in its name, which no channel has.
+-- SECURITY DEFINER, each for a reason written above it (docs/security.md): _journal (writing
+-- the journal), _sync_marker (the views), tick() and prune().
+-- SQLSTATEs (docs/sql.md): 22023 bad topic or argument, 22004 NULL argument, 22P02 bad
+-- position, 42501 not allowed, 55000 topic not durable, 42704 no such consumer, 0A000 read
+-- outside READ COMMITTED, 54000 stand-in over 7999 bytes, and what pghub.encode raises.
+
+-- A position in a topic's stream, as pghub.read hands it out:
+--   <snapshot>                         every transaction visible in it has been read;
+--   <prev>/<cur>/<txid>.<id>           in the middle of the batch of transactions visible in
+--                                      cur and not in prev: read up to event (txid, id);
+--   earliest                           nothing read yet (the snapshot 1:1:).
+-- A snapshot is pg_snapshot's text, xmin:xmax:xip,...
+CREATE OR REPLACE FUNCTION pghub._position(
+    pos text,
+    OUT prev pg_snapshot,
+    OUT cur pg_snapshot,
+    OUT last_txid xid8,
+    OUT last_id bigint
+)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[];
+BEGIN
+    IF pos IS NULL THEN
+        RAISE EXCEPTION 'pghub: a pos must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pos = 'earliest' THEN
+        prev := '1:1:'::pg_snapshot;
+        RETURN;
+    END IF;
+    IF pos !~ '^[0-9]+:[0-9]+:[0-9,]*(/[0-9]+:[0-9]+:[0-9,]*/[0-9]+[.][0-9]+)?$' THEN
+        RAISE EXCEPTION 'pghub: invalid pos "%"', left(pos, 200)
+            USING ERRCODE = 'invalid_text_representation',
+                HINT = 'Use a pos pghub.read returned, ''earliest'' or ''now''.';
+    END IF;
+    parts := string_to_array(pos, '/');
+    BEGIN
+        prev := parts[1]::pg_snapshot;
+        IF cardinality(parts) = 3 THEN
+            cur := parts[2]::pg_snapshot;
+            last_txid := split_part(parts[3], '.', 1)::xid8;
+            last_id := split_part(parts[3], '.', 2)::bigint;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'pghub: invalid pos "%"', left(pos, 200)
+            USING ERRCODE = 'invalid_text_representation',
+                DETAIL = sqlerrm;
+    END;
+    IF cur IS NOT NULL AND pg_snapshot_xmax(cur) < pg_snapshot_xmax(prev) THEN
+        RAISE EXCEPTION 'pghub: invalid pos "%": its batch ends before it starts',
+            left(pos, 200)
+            USING ERRCODE = 'invalid_text_representation';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._position(text) IS
+'Internal: parses a position (a snapshot, prev/cur/txid.id in the middle of a batch, or '
+'earliest). Raises 22P02 for one that is not a position, 22004 for NULL.';
+
+-- The topics, the named consumers' positions and the loss records, readable by every role (as
+-- any role may LISTEN on any channel). Only the role that installed pghub may make topics
+-- durable, and give that right on (GRANT INSERT, UPDATE, DELETE ON pghub.durable$topic); each
+-- topic belongs to the role that made it durable, and row-level security lets only its members
+-- change it. Every role may keep named consumers; each changes only its own.
+CREATE TABLE IF NOT EXISTS pghub.durable$topic (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel text NOT NULL UNIQUE CHECK (channel ~ '^[a-z0-9_]{1,63}$'),
+    retain interval NOT NULL CHECK (retain > interval '0'),
+    wake text NOT NULL CHECK (wake IN ('commit', 'tick')),
+    owner_role regrole NOT NULL DEFAULT current_user::regrole,
+    made_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS pghub.durable$consumer (
+    consumer text NOT NULL CHECK (length(consumer) BETWEEN 1 AND 200),
+    topic integer NOT NULL REFERENCES pghub.durable$topic (id) ON DELETE CASCADE,
+    owner_role regrole NOT NULL DEFAULT current_user::regrole,
+    pos text NOT NULL CHECK ((pghub._position(pos)).prev IS NOT NULL),
+    acked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, topic)
+);
+
+-- Events prune() removed, one row a topic and emptied table: what a consumer behind them is
+-- told (GAP). removed_by is prune's transaction; every removed event's transaction is visible
+-- in settled, prune's snapshot.
+CREATE TABLE IF NOT EXISTS pghub.journal$gap (
+    topic integer NOT NULL REFERENCES pghub.durable$topic (id) ON DELETE CASCADE,
+    removed_by xid8 NOT NULL,
+    settled pg_snapshot NOT NULL,
+    min_txid xid8 NOT NULL,
+    max_txid xid8 NOT NULL,
+    events bigint NOT NULL,
+    first_id bigint,
+    last_id bigint,
+    oldest_at timestamptz,
+    newest_at timestamptz,
+    removed_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal$gap$topic ON pghub.journal$gap (topic, max_txid);
+
+-- The journal. announce says what the writer did about the event: n, NOTIFYed on its channel at
+-- commit; w, too large for that: the stand-in (if any) NOTIFYed and a wake-up sent; t and o,
+-- the same two for a topic in tick mode, left to pghub.tick(). stand_in is the payload plain
+-- listeners get for an event that does not fit (a row trigger's "data_omitted" event).
+DO $$
+DECLARE
+    slot integer;
+BEGIN
+    FOR slot IN 0..7 LOOP
+        EXECUTE format(
+            'CREATE TABLE IF NOT EXISTS pghub.%I (txid xid8 NOT NULL, id bigint NOT NULL, '
+            'topic integer NOT NULL, announce "char" NOT NULL, payload text NOT NULL, '
+            'stand_in text)', 'journal$' || slot);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pghub.%I (topic, txid, id)',
+            'journal$' || slot || '$read', 'journal$' || slot);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pghub.%I (txid, id) '
+            'WHERE announce IN (''t'', ''o'')', 'journal$' || slot || '$tick', 'journal$' || slot);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE VIEW pghub.journal$all AS
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$0 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$1 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$2 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$3 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$4 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$5 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$6 AS j
+UNION ALL
+SELECT
+    j.txid,
+    j.id,
+    j.topic,
+    j.announce,
+    j.payload,
+    j.stand_in
+FROM pghub.journal$7 AS j;
+
+-- Event ids (their order inside a transaction), and the journal's generation: writers append
+-- to journal$<gen mod 8>. A sequence, read with pg_sequence_last_value, because a writer must
+-- see a rotation at once, whatever its snapshot (a REPEATABLE READ writer would not see a row).
+CREATE SEQUENCE IF NOT EXISTS pghub.journal$id AS bigint;
+CREATE SEQUENCE IF NOT EXISTS pghub.journal$gen AS bigint MINVALUE 0 START WITH 0;
+
+-- Each table's state: opened_at and closed_at, when it became and stopped being the current
+-- one; ready, emptied since it was last current (only a ready table becomes current). A writer
+-- that finds the generation changed while it appended (a rotation raced it) records when it
+-- wrote into journal$late, so that prune() never takes its event for older than it is.
+CREATE TABLE IF NOT EXISTS pghub.journal$slot (
+    slot smallint PRIMARY KEY CHECK (slot BETWEEN 0 AND 7),
+    opened_at timestamptz,
+    closed_at timestamptz,
+    ready boolean NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pghub.journal$late (
+    slot smallint NOT NULL,
+    written_at timestamptz NOT NULL
+);
+-- One row each: the generation prune() last recorded, and where pghub.tick() has got to.
+CREATE TABLE IF NOT EXISTS pghub.journal$prune (
+    one boolean PRIMARY KEY DEFAULT TRUE CHECK (one),
+    gen bigint NOT NULL,
+    pruned_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS pghub.journal$tick (
+    one boolean PRIMARY KEY DEFAULT TRUE CHECK (one),
+    pos text NOT NULL,
+    ticked_at timestamptz
+);
+
+DO $$
+BEGIN
+    IF pg_sequence_last_value('pghub.journal$gen'::regclass) IS NULL THEN  -- a new install
+        PERFORM setval('pghub.journal$gen'::regclass, 0, TRUE);
+    END IF;
+END
+$$;
+INSERT INTO pghub.journal$slot (slot, opened_at, ready)
+SELECT
+    s.slot,
+    CASE WHEN s.slot = 0 THEN now() END AS opened_at,
+    s.slot <> 0 AS ready
+FROM generate_series(0, 7) AS s (slot)
+ON CONFLICT (slot) DO NOTHING;
+INSERT INTO pghub.journal$prune (gen) VALUES (0) ON CONFLICT (one) DO NOTHING;
+INSERT INTO pghub.journal$tick (pos) VALUES ('earliest') ON CONFLICT (one) DO NOTHING;
+
+ALTER TABLE pghub.durable$topic ENABLE ROW LEVEL SECURITY;
+ALTER TABLE pghub.durable$consumer ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS everyone_reads ON pghub.durable$topic;
+DROP POLICY IF EXISTS owner_writes ON pghub.durable$topic;
+DROP POLICY IF EXISTS everyone_reads ON pghub.durable$consumer;
+DROP POLICY IF EXISTS owner_writes ON pghub.durable$consumer;
+CREATE POLICY everyone_reads ON pghub.durable$topic FOR SELECT USING (TRUE);
+CREATE POLICY owner_writes ON pghub.durable$topic
+USING (pg_has_role(owner_role, 'MEMBER')) WITH CHECK (pg_has_role(owner_role, 'MEMBER'));
+CREATE POLICY everyone_reads ON pghub.durable$consumer FOR SELECT USING (TRUE);
+CREATE POLICY owner_writes ON pghub.durable$consumer
+USING (pg_has_role(owner_role, 'MEMBER')) WITH CHECK (pg_has_role(owner_role, 'MEMBER'));
+
+REVOKE ALL ON pghub.durable$topic, pghub.durable$consumer, pghub.journal$gap, pghub.journal$0,
+pghub.journal$1, pghub.journal$2, pghub.journal$3, pghub.journal$4, pghub.journal$5,
+pghub.journal$6, pghub.journal$7, pghub.journal$all, pghub.journal$slot, pghub.journal$late,
+pghub.journal$prune, pghub.journal$tick FROM public;
+GRANT SELECT ON pghub.durable$topic, pghub.durable$consumer, pghub.journal$gap, pghub.journal$0,
+pghub.journal$1, pghub.journal$2, pghub.journal$3, pghub.journal$4, pghub.journal$5,
+pghub.journal$6, pghub.journal$7, pghub.journal$all, pghub.journal$slot, pghub.journal$tick
+TO public;
+GRANT INSERT, UPDATE, DELETE ON pghub.durable$consumer TO public;
+-- The role that ran CREATE EXTENSION (the extension's owner) may make topics durable and grant
+-- that on. On the script route the installing role owns the table and needs no grant.
+DO $$
+DECLARE
+    installer regrole := (
+        SELECT e.extowner::regrole FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pghub'
+    );
+BEGIN
+    IF installer IS NOT NULL THEN
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON pghub.durable$topic TO %s '
+            'WITH GRANT OPTION', installer);
+    END IF;
+END
+$$;
+
+-- pg_dump keeps the topics (and their views, which are not part of the extension); the journal
+-- and the consumers' positions name transactions of this cluster only (docs/durable.md).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pghub') THEN
+        PERFORM pg_catalog.pg_extension_config_dump('pghub.durable$topic', '');
+        PERFORM pg_catalog.pg_extension_config_dump('pghub.durable$topic_id_seq', '');
+    END IF;
+END
+$$;
+
+-- pghub.encode without the size limit: the payload a durable topic journals. The same code as
+-- encode, but for the size check (tests/sql/durable.sql holds them to the same bytes).
+CREATE OR REPLACE FUNCTION pghub._payload(key bigint[], value jsonb)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    payload text := 'e';
+    json text;
+    null_at integer;
+BEGIN
+    IF key IS NOT NULL THEN
+        IF array_ndims(key) > 1 THEN
+            RAISE EXCEPTION 'invalid key: an array of % dimensions, a key has one', array_ndims(key)
+                USING ERRCODE = 'array_subscript_error';
+        END IF;
+        null_at := array_position(key, NULL);
+        IF null_at IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid key: element key[%] is NULL', null_at
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        payload := 'e' || array_to_string(key, ',');
+    END IF;
+    IF value IS NOT NULL AND value <> 'null'::jsonb THEN
+        json := value::text;
+        IF strpos(json, ': null') = 0 THEN
+            json := json_strip_nulls(json::json)::text;
+        ELSIF strpos(json, ':[null]') = 0 AND strpos(json, ': [null]') = 0 THEN
+            json := replace(replace(
+                json_strip_nulls(replace(json, ': null', ': [null]')::json)::text,
+                ':[null]', ':null'
+            ), ': [null]', ': null');
+        ELSE
+            json := regexp_replace(json, E'("(?:[^"\\\\]|\\\\.)*")| ', E'\\1', 'g');
+        END IF;
+        payload := payload || ':' || replace(json, '$', E'\\u0024');
+    END IF;
+    RETURN payload;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._payload(bigint[], jsonb) IS
+'Internal: the payload pghub.encode writes, without the 7999-byte limit (what a durable topic '
+'journals). Raises 22004 for a NULL key element, 2202E for a key of more than one dimension.';
+
+-- The current snapshot, with this transaction's own xid (if it has one) as not yet visible:
+-- a position taken inside a writing transaction must not count its own events as read.
+CREATE OR REPLACE FUNCTION pghub._snapshot_now()
+RETURNS pg_snapshot
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_snapshot pg_snapshot := pg_current_snapshot();
+    own xid8 := pg_current_xact_id_if_assigned();
+BEGIN
+    IF own IS NULL OR own >= pg_snapshot_xmax(now_snapshot) THEN
+        RETURN now_snapshot;
+    END IF;
+    RETURN (
+        SELECT format('%s:%s:%s', least(pg_snapshot_xmin(now_snapshot), own),
+            pg_snapshot_xmax(now_snapshot), string_agg(x.x::text, ',' ORDER BY x.x))::pg_snapshot
+        FROM (SELECT pg_snapshot_xip(now_snapshot) UNION SELECT own) AS x (x)
+    );
+END
+$$;
+
+COMMENT ON FUNCTION pghub._snapshot_now() IS
+'Internal: pg_current_snapshot() with the calling transaction''s own xid, if it has one, '
+'counted as still running.';
+
+-- SECURITY DEFINER: writers append to the journal without any privilege on it (no role but
+-- the owner may write it, so that nothing but pghub's own events gets in). It does what
+-- pghub.notify would do for the topic, nothing more: it takes only the event, runs no
+-- dynamic SQL and no function of its caller, and its search_path is pinned.
+CREATE OR REPLACE FUNCTION pghub._journal(
+    topic_channel text, key bigint[], value jsonb, stand_in jsonb DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := coalesce(pghub.channel(topic_channel), pghub._topic_fault(topic_channel));
+    topic_id integer;
+    wake text;
+    payload text;
+    shown text;
+    announce "char";
+    gen bigint;
+BEGIN
+    SELECT d.id, d.wake INTO topic_id, wake FROM pghub.durable$topic AS d WHERE d.channel = ch;
+    IF topic_id IS NULL THEN
+        -- Not durable (any more): what pghub.notify does for a plain topic.
+        PERFORM pg_notify(ch, pghub.encode(key, value));
+        RETURN;
+    END IF;
+    payload := pghub._payload(key, value);
+    IF octet_length(payload) <= 7999 THEN
+        announce := CASE wake WHEN 'commit' THEN 'n'::"char" ELSE 't'::"char" END;
+    ELSE
+        announce := CASE wake WHEN 'commit' THEN 'w'::"char" ELSE 'o'::"char" END;
+        IF stand_in IS NOT NULL THEN
+            shown := pghub.encode(key, stand_in);
+        END IF;
+    END IF;
+    gen := pg_sequence_last_value('pghub.journal$gen'::regclass);
+    CASE gen % 8
+        WHEN 0 THEN
+            INSERT INTO pghub.journal$0 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 1 THEN
+            INSERT INTO pghub.journal$1 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 2 THEN
+            INSERT INTO pghub.journal$2 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 3 THEN
+            INSERT INTO pghub.journal$3 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 4 THEN
+            INSERT INTO pghub.journal$4 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 5 THEN
+            INSERT INTO pghub.journal$5 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        WHEN 6 THEN
+            INSERT INTO pghub.journal$6 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+        ELSE
+            INSERT INTO pghub.journal$7 (txid, id, topic, announce, payload, stand_in)
+            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
+                announce, payload, shown);
+    END CASE;
+    -- A rotation between reading the generation and appending: say when this table was
+    -- written to, so that prune() does not take the event for as old as the table.
+    IF pg_sequence_last_value('pghub.journal$gen'::regclass) <> gen THEN
+        INSERT INTO pghub.journal$late (slot, written_at) VALUES (gen % 8, clock_timestamp());
+    END IF;
+    IF announce = 'n' THEN
+        PERFORM pg_notify(ch, payload);  -- today's exact bytes: plain listeners see no change
+    ELSIF announce = 'w' THEN
+        IF shown IS NOT NULL THEN
+            PERFORM pg_notify(ch, shown);
+        END IF;
+        PERFORM pg_notify('pghub:wake', ch);  -- durable consumers: read the journal
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._journal(text, bigint[], jsonb, jsonb) IS
+'Internal to pghub.notify and pghub.row_trigger (SECURITY DEFINER: writers need no privilege on '
+'the journal): appends the event to the journal of a durable topic in the calling '
+'transaction and, in commit mode, NOTIFYs it as pghub.notify would (a payload over 7999 bytes: '
+'the stand-in, if given, on the topic''s channel, and the channel''s name on pghub:wake). On a '
+'topic that is not durable it is pghub.notify. Raises what pghub.notify raises, and 54000 for '
+'a stand-in over 7999 bytes.';
+
+-- LANGUAGE sql: inlined into the calling query or PL/pgSQL expression (a trigger's PERFORM),
+-- which saves a function call a row. For a plain topic it is pg_notify(channel, encode(key,
+-- value)) as before; the one thing added is the lookup of the topic's view, pghub.<channel>,
+-- that make_durable creates (to_regclass: a cached catalog lookup, about 0.4 microseconds,
+-- docs/durable.md). The topic is checked first (the WHEN), then the key, the value and the size
+-- (by encode): a refused event sends nothing. coalesce reaches pghub._topic_fault only for a
+-- NULL topic; once the topic is known good, lower(topic COLLATE "C") is its channel.
+-- No SET search_path, as for pghub.channel: every name is qualified and every call takes
+-- exactly the argument types given.
+CREATE OR REPLACE FUNCTION pghub.notify(
+    topic text, key bigint[] DEFAULT NULL, value jsonb DEFAULT NULL
+)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+AS $$
+SELECT CASE
+    WHEN pg_catalog.to_regclass(
+        'pghub."'::pg_catalog.text
+        OPERATOR(pg_catalog.||) coalesce(pghub.channel(topic), pghub._topic_fault(topic))
+        OPERATOR(pg_catalog.||) '"'::pg_catalog.text
+    ) IS NULL
+        THEN pg_catalog.pg_notify(
+            pg_catalog.lower(topic COLLATE pg_catalog."C"), pghub.encode(key, value)
+        )
+    ELSE pghub._journal(
+        pg_catalog.lower(topic COLLATE pg_catalog."C"), key, value, NULL::pg_catalog.jsonb
+    )
+END
+$$;
+
+COMMENT ON FUNCTION pghub.notify(text, bigint[], jsonb) IS
+'Sends the event (topic, key, value) as NOTIFY on the channel of the topic with the canonical '
+'payload, delivered at commit. On a durable topic it also appends the event to the journal in '
+'the same transaction, journals an event over 7999 bytes whole instead of refusing it, and in '
+'tick mode leaves the NOTIFY to pghub.tick() (docs/durable.md). Raises (and sends nothing) on '
+'a bad or NULL topic (22023), a NULL key element (22004), a key of more than one dimension '
+'(2202E), a payload over 7999 bytes on a plain topic (54000).';
+
+-- SECURITY DEFINER: a topic's view lives in schema pghub, where only its owner may create.
+-- It makes the view of one channel match pghub.durable$topic, which row-level security guards:
+-- it creates the view of a durable topic and drops the view of one that is not, nothing else,
+-- so any role may call it. The name is a checked channel ([a-z0-9_], quoted with %I), never one
+-- of pghub's own relations (they all have a $ in their names).
+CREATE OR REPLACE FUNCTION pghub._sync_marker(topic_channel text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := coalesce(pghub.channel(topic_channel), pghub._topic_fault(topic_channel));
+    topic_id integer;
+    marker regclass := to_regclass(format('pghub.%I', ch));
+BEGIN
+    SELECT d.id INTO topic_id FROM pghub.durable$topic AS d WHERE d.channel = ch;
+    IF topic_id IS NULL THEN
+        IF marker IS NOT NULL
+            AND (SELECT c.relkind FROM pg_class AS c WHERE c.oid = marker) = 'v' THEN
+            EXECUTE format('DROP VIEW pghub.%I', ch);
+        END IF;
+        RETURN;
+    END IF;
+    EXECUTE format(
+        'CREATE OR REPLACE VIEW pghub.%I AS SELECT j.txid, j.id, j.payload, j.stand_in '
+        'FROM pghub.journal$all AS j WHERE j.topic = %s', ch, topic_id);
+    EXECUTE format('GRANT SELECT ON pghub.%I TO public', ch);
+    EXECUTE format('COMMENT ON VIEW pghub.%I IS %L', ch, format(
+        'The journal of durable topic %s (pghub.make_durable): its existence makes pghub.notify '
+        'journal the topic.', ch));
+END
+$$;
+
+COMMENT ON FUNCTION pghub._sync_marker(text) IS
+'Internal to make_durable and make_transient (SECURITY DEFINER: schema pghub is its owner''s): '
+'creates the view pghub.<channel> of a durable topic, drops that of a topic no longer durable.';
+
+CREATE OR REPLACE FUNCTION pghub.make_durable(
+    topic text, retain interval DEFAULT interval '7 days', wake text DEFAULT 'commit'
+)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := coalesce(pghub.channel(topic), pghub._topic_fault(topic));
+    owned_by regrole;
+BEGIN
+    IF retain IS NULL OR retain <= INTERVAL '0' THEN
+        RAISE EXCEPTION 'pghub: retain must be a positive interval, not %',
+            coalesce(retain::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF wake IS NULL OR wake NOT IN ('commit', 'tick') THEN
+        RAISE EXCEPTION 'pghub: wake must be ''commit'' or ''tick'', not %',
+            coalesce(quote_literal(wake), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT d.owner_role INTO owned_by FROM pghub.durable$topic AS d WHERE d.channel = ch;
+    IF NOT has_table_privilege('pghub.durable$topic', 'INSERT, UPDATE') THEN
+        RAISE EXCEPTION 'pghub: role % may not make topics durable', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                HINT = 'The role that installed pghub can grant it: GRANT INSERT, UPDATE, '
+                    'DELETE ON pghub.durable$topic TO ...';
+    END IF;
+    IF owned_by IS NOT NULL AND NOT pg_has_role(owned_by, 'MEMBER') THEN
+        RAISE EXCEPTION 'pghub: topic % was made durable by role %; only its members may change it',
+            ch, owned_by
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO pghub.durable$topic AS d (channel, retain, wake)
+    VALUES (ch, make_durable.retain, make_durable.wake)
+    ON CONFLICT (channel) DO UPDATE SET retain = excluded.retain, wake = excluded.wake;
+    PERFORM pghub._sync_marker(ch);
+    RETURN ch;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.make_durable(text, interval, text) IS
+'Makes a topic durable, or changes its retention and wake mode, and returns its channel: from '
+'the transactions that start after this one commits, pghub.notify and the publishing triggers '
+'also append its events to the journal (docs/durable.md). wake ''commit'': NOTIFY at commit as '
+'for a plain topic; ''tick'': writers take no NOTIFY lock, pghub.tick() announces. Needs INSERT '
+'and UPDATE on pghub.durable$topic (the installing role has them, with grant option) and, for a '
+'topic already durable, membership in the role that made it durable. Errors: 22023 bad topic, '
+'retain or wake, 42501 not allowed.';
+
+CREATE OR REPLACE FUNCTION pghub.make_transient(topic text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := coalesce(pghub.channel(topic), pghub._topic_fault(topic));
+    topic_id integer;
+    owned_by regrole;
+BEGIN
+    SELECT d.id, d.owner_role INTO topic_id, owned_by FROM pghub.durable$topic AS d
+    WHERE d.channel = ch;
+    IF topic_id IS NULL THEN
+        RETURN FALSE;
+    END IF;
+    IF NOT has_table_privilege('pghub.durable$topic', 'DELETE')
+        OR NOT pg_has_role(owned_by, 'MEMBER') THEN
+        RAISE EXCEPTION 'pghub: topic % was made durable by role %; only its members may change it',
+            ch, owned_by
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM pghub.durable$topic AS d WHERE d.id = topic_id;
+    PERFORM pghub._sync_marker(ch);
+    RETURN TRUE;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.make_transient(text) IS
+'Makes a durable topic plain again and returns whether it was durable: its events are no longer '
+'journaled, its named consumers and loss records go, and prune() empties what it journaled. '
+'Needs DELETE on pghub.durable$topic and membership in the role that made it durable. Errors: '
+'22023 bad topic, 42501 not allowed.';
+
+CREATE OR REPLACE FUNCTION pghub.current_position()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pghub._snapshot_now()::text $$;
+
+COMMENT ON FUNCTION pghub.current_position() IS
+'The position "now": read from it, a consumer gets the events of every transaction that is not '
+'yet visible, this one included. The since ''now'' of pghub.consumer_position.';
+
+-- The id of a durable topic, or 55000.
+CREATE OR REPLACE FUNCTION pghub._durable_topic(topic text)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := coalesce(pghub.channel(topic), pghub._topic_fault(topic));
+    topic_id integer;
+BEGIN
+    SELECT d.id INTO topic_id FROM pghub.durable$topic AS d WHERE d.channel = ch;
+    IF topic_id IS NULL THEN
+        RAISE EXCEPTION 'pghub: topic % is not durable', ch
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                HINT = 'pghub.make_durable(topic) makes it durable.';
+    END IF;
+    RETURN topic_id;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._durable_topic(text) IS
+'Internal: the id of a durable topic. Raises 22023 for a bad topic, 55000 for one that is not '
+'durable.';
+
+CREATE OR REPLACE FUNCTION pghub._consumer_name(consumer text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF consumer IS NULL THEN
+        RAISE EXCEPTION 'pghub: a consumer name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(consumer) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'pghub: a consumer name is 1 to 200 characters, not %', length(consumer)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN consumer;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._consumer_name(text) IS
+'Internal: checks a named consumer''s name (1 to 200 characters): 22004 NULL, 22023 otherwise.';
+
+CREATE OR REPLACE FUNCTION pghub.consumer_position(
+    consumer text, topic text, since text DEFAULT 'now'
+)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumer_name text := pghub._consumer_name(consumer);
+    topic_id integer := pghub._durable_topic(topic);
+    kept text;
+    first text;
+BEGIN
+    SELECT c.pos INTO kept FROM pghub.durable$consumer AS c
+    WHERE c.consumer = consumer_name AND c.topic = topic_id;
+    IF kept IS NOT NULL THEN
+        RETURN kept;
+    END IF;
+    first := CASE WHEN since = 'now' THEN pghub._snapshot_now()::text ELSE since END;
+    PERFORM pghub._position(first);  -- 22P02 (22004 for NULL) before anything is written
+    INSERT INTO pghub.durable$consumer AS c (consumer, topic, pos)
+    VALUES (consumer_name, topic_id, first)
+    ON CONFLICT ON CONSTRAINT durable$consumer_pkey DO NOTHING;
+    SELECT c.pos INTO kept FROM pghub.durable$consumer AS c
+    WHERE c.consumer = consumer_name AND c.topic = topic_id;
+    RETURN kept;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.consumer_position(text, text, text) IS
+'The acknowledged position of named consumer (consumer, topic): where it continues after a '
+'restart. A consumer not yet known is created at since: ''now'' (the default), ''earliest'' '
+'(the oldest event kept) or a position; it belongs to the current role. Errors: 22004 NULL '
+'name or since, 22023 bad name or topic, 55000 topic not durable, 22P02 bad position.';
+
+CREATE OR REPLACE FUNCTION pghub.ack(consumer text, topic text, pos text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumer_name text := pghub._consumer_name(consumer);
+    topic_id integer := pghub._durable_topic(topic);
+    owned_by regrole;
+BEGIN
+    PERFORM pghub._position(pos);
+    SELECT c.owner_role INTO owned_by FROM pghub.durable$consumer AS c
+    WHERE c.consumer = consumer_name AND c.topic = topic_id;
+    IF owned_by IS NULL THEN
+        RAISE EXCEPTION 'pghub: no consumer % on topic %', consumer_name, pghub.channel(topic)
+            USING ERRCODE = 'undefined_object',
+                HINT = 'pghub.consumer_position(consumer, topic, since) creates it.';
+    END IF;
+    IF NOT pg_has_role(owned_by, 'MEMBER') THEN
+        RAISE EXCEPTION 'pghub: consumer % on topic % belongs to role %', consumer_name,
+            pghub.channel(topic), owned_by
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE pghub.durable$consumer AS c SET pos = ack.pos, acked_at = now()
+    WHERE c.consumer = consumer_name AND c.topic = topic_id;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.ack(text, text, text) IS
+'Acknowledges a position of a named consumer (one pghub.read returned): after a restart it '
+'continues from there, and prune() may remove what every named consumer of the topic has '
+'acknowledged. Errors: 22004 NULL name or position, 22023 bad name or topic, 55000 topic not '
+'durable, 22P02 bad position, 42704 no such consumer, 42501 another role''s consumer.';
+
+CREATE OR REPLACE FUNCTION pghub.drop_consumer(consumer text, topic text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumer_name text := pghub._consumer_name(consumer);
+    topic_id integer;
+    other regrole;
+    dropped integer;
+BEGIN
+    IF topic IS NOT NULL THEN
+        topic_id := pghub._durable_topic(topic);
+    END IF;
+    SELECT c.owner_role INTO other FROM pghub.durable$consumer AS c
+    WHERE c.consumer = consumer_name AND (topic_id IS NULL OR c.topic = topic_id)
+        AND NOT pg_has_role(c.owner_role, 'MEMBER')
+    LIMIT 1;
+    IF other IS NOT NULL THEN
+        RAISE EXCEPTION 'pghub: consumer % belongs to role %', consumer_name, other
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM pghub.durable$consumer AS c
+    WHERE c.consumer = consumer_name AND (topic_id IS NULL OR c.topic = topic_id);
+    GET DIAGNOSTICS dropped = ROW_COUNT;
+    RETURN dropped;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.drop_consumer(text, text) IS
+'Forgets a named consumer on one topic, or on every topic when topic is NULL, and returns how '
+'many positions it dropped. Errors: 22004 NULL name, 22023 bad name or topic, 55000 topic not '
+'durable, 42501 another role''s consumer.';
+
+-- What a reader at position prev (in the middle of batch prev..cur when mid_batch) may have
+-- lost to prune(), from the loss records: NULL when nothing. A removed event was read if its
+-- transaction is visible in prev. Every removed transaction below xmin(prev) is; one at or
+-- above xmax(prev) is not; one in between was not if it was running at prev (in xip) and had
+-- committed by the time prune() removed it (visible in settled). In the middle of a batch,
+-- only losses after the batch began count: the first page reported those before it.
+CREATE OR REPLACE FUNCTION pghub._gap(
+    topic_id integer, prev pg_snapshot, cur pg_snapshot, mid_batch boolean
+)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT jsonb_build_object(
+    'events', sum(g.events), 'first_id', min(g.first_id), 'last_id', max(g.last_id),
+    'oldest_at', min(g.oldest_at), 'newest_at', max(g.newest_at), 'removed_at', max(g.removed_at)
+)
+FROM pghub.journal$gap AS g
+WHERE
+    g.topic = topic_id
+    AND pg_snapshot_xmax(prev) > '1'::xid8  -- 'earliest' asked for what is kept
+    AND g.max_txid >= pg_snapshot_xmin(prev)
+    AND (
+        g.max_txid >= pg_snapshot_xmax(prev)
+        OR EXISTS (
+            SELECT FROM pg_snapshot_xip(prev) AS x (xid)
+            WHERE
+                x.xid BETWEEN g.min_txid AND g.max_txid
+                AND pg_visible_in_snapshot(x.xid, g.settled)
+        )
+    )
+    AND (NOT mid_batch OR NOT pg_visible_in_snapshot(g.removed_by, cur))
+HAVING count(*) > 0
+$$;
+
+COMMENT ON FUNCTION pghub._gap(integer, pg_snapshot, pg_snapshot, boolean) IS
+'Internal to pghub.read: what a reader at a position may have lost to prune() (events, ids, '
+'times), or NULL.';
+
+CREATE OR REPLACE FUNCTION pghub.read(topic text, since text, max_events integer DEFAULT 1000)
+RETURNS TABLE (pos text, payload text, gap jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    topic_id integer;
+    at_position record;
+    prev pg_snapshot;
+    cur pg_snapshot;
+    last_txid xid8;
+    last_id bigint;
+    mid_batch boolean;
+    lost jsonb;
+    xips xid8[];
+    prefix text;
+    cur_text text;
+    got integer;
+BEGIN
+    IF max_events IS NULL OR max_events < 1 THEN
+        RAISE EXCEPTION 'pghub: max_events must be 1 or more, not %', coalesce(max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    at_position := pghub._position(since);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'pghub.read runs in READ COMMITTED only, not in %',
+            upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'feature_not_supported',
+                DETAIL = 'prune() empties journal tables with TRUNCATE; an older snapshot could '
+                    'miss both the events and the record of their removal.',
+                HINT = 'Read outside an explicit transaction, or in a READ COMMITTED one.';
+    END IF;
+    -- From here prune() cannot empty a journal table until this transaction ends, and every
+    -- statement below sees what it emptied before.
+    LOCK TABLE pghub.journal$0, pghub.journal$1, pghub.journal$2, pghub.journal$3,
+        pghub.journal$4, pghub.journal$5, pghub.journal$6, pghub.journal$7 IN ACCESS SHARE MODE;
+    topic_id := pghub._durable_topic(topic);
+    prev := at_position.prev;
+    mid_batch := at_position.cur IS NOT NULL;
+    IF mid_batch THEN
+        cur := at_position.cur;
+        last_txid := at_position.last_txid;
+        last_id := at_position.last_id;
+    ELSE
+        cur := pghub._snapshot_now();
+        last_txid := '0'::xid8;
+        last_id := 0;
+    END IF;
+    lost := pghub._gap(topic_id, prev, cur, mid_batch);
+    IF lost IS NOT NULL THEN
+        pos := since;
+        payload := NULL;
+        gap := lost;
+        RETURN NEXT;
+    END IF;
+    LOOP
+        -- The batch: the events of the transactions visible in cur and not in prev, in
+        -- (txid, id) order. Those running at prev and committed by cur are looked up by xid;
+        -- the others lie in [xmax(prev), xmax(cur)), a range that a long transaction does not
+        -- widen (PgQ's pgq.batch_event_sql does the same).
+        SELECT coalesce(array_agg(x.xid), '{}') INTO xips
+        FROM pg_snapshot_xip(prev) AS x (xid)
+        WHERE pg_visible_in_snapshot(x.xid, cur);
+        prefix := prev::text || '/' || cur::text || '/';
+        cur_text := cur::text;
+        RETURN QUERY
+        WITH batch AS (
+            (
+                SELECT j.txid, j.id, j.payload FROM pghub.journal$all AS j
+                WHERE
+                    j.topic = topic_id AND j.txid = ANY(xips)
+                    AND (j.txid, j.id) > (last_txid, last_id)
+                ORDER BY j.txid, j.id LIMIT max_events + 1
+            )
+            UNION ALL
+            (
+                SELECT j.txid, j.id, j.payload FROM pghub.journal$all AS j
+                WHERE
+                    j.topic = topic_id
+                    AND j.txid >= pg_snapshot_xmax(prev) AND j.txid < pg_snapshot_xmax(cur)
+                    AND pg_visible_in_snapshot(j.txid, cur)
+                    AND (j.txid, j.id) > (last_txid, last_id)
+                ORDER BY j.txid, j.id LIMIT max_events + 1
+            )
+        ),
+        page AS (
+            SELECT
+                b.txid, b.id, b.payload,
+                row_number() OVER (ORDER BY b.txid, b.id) AS n,
+                count(*) OVER () AS found
+            FROM (SELECT * FROM batch ORDER BY batch.txid, batch.id LIMIT max_events + 1) AS b
+        )
+        SELECT
+            CASE
+                WHEN p.n = p.found AND p.found <= max_events THEN cur_text
+                ELSE prefix || p.txid::text || '.' || p.id::text
+            END,
+            p.payload,
+            NULL::jsonb
+        FROM page AS p
+        WHERE p.n <= max_events
+        ORDER BY p.n;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        EXIT WHEN got > 0 OR NOT mid_batch;
+        -- The rest of a batch begun earlier was empty: on to the next one.
+        prev := cur;
+        cur := pghub._snapshot_now();
+        last_txid := '0'::xid8;
+        last_id := 0;
+        mid_batch := FALSE;
+    END LOOP;
+    IF got = 0 THEN
+        -- Nothing new: the position moves on all the same.
+        pos := cur_text;
+        payload := NULL;
+        gap := NULL;
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.read(text, text, integer) IS
+'The events of a durable topic after position since (''earliest'', or a position a read '
+'returned), at most max_events, in the order of docs/durable.md: one row an event (its '
+'position, its payload as pghub.encode writes it, of any size). A first row with gap (and no '
+'payload) says what prune() removed before it was read. The last row''s position is where the '
+'next read continues; a row with neither payload nor gap only moves it on. Paging is exact: '
+'the same position gives the same page. Runs in READ COMMITTED only. Errors: 22023 bad topic '
+'or max_events, 22004 NULL since, 22P02 bad position, 55000 topic not durable, 0A000 '
+'isolation.';
+
+-- The tick's share of a batch stops before the first event whose payload it already sends on
+-- the same channel in this transaction: PostgreSQL would deliver the two once.
+-- SECURITY DEFINER: any role's hub (or cron) may tick, but where the tick has got to is
+-- written only here. It reads the journal, NOTIFYs and moves its own position, nothing else.
+CREATE OR REPLACE FUNCTION pghub.tick(
+    max_events integer DEFAULT 10000, OUT events integer, OUT more boolean
+)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at_text text;
+    at_position record;
+    prev pg_snapshot;
+    cur pg_snapshot;
+    last_txid xid8;
+    last_id bigint;
+    mid_batch boolean;
+    xips xid8[];
+    batch_rows integer;
+    cut_at integer;
+    channels text[];
+    payloads text[];
+    woken text;
+    stop_txid xid8;
+    stop_id bigint;
+    next_position text;
+BEGIN
+    events := 0;
+    more := FALSE;
+    IF max_events IS NULL OR max_events < 1 THEN
+        RAISE EXCEPTION 'pghub: max_events must be 1 or more, not %', coalesce(max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Nothing to announce: return without locking or writing anything (no xid, no WAL).
+    SELECT t.pos INTO at_text FROM pghub.journal$tick AS t;
+    at_position := pghub._position(at_text);
+    cur := pg_current_snapshot();
+    IF NOT EXISTS (
+        SELECT FROM pghub.journal$all AS j
+        WHERE
+            j.announce IN ('t', 'o')
+            AND (
+                j.txid = ANY(ARRAY(SELECT pg_snapshot_xip(at_position.prev)))
+                OR j.txid >= pg_snapshot_xmax(at_position.prev)
+            )
+            AND j.txid < pg_snapshot_xmax(cur) AND pg_visible_in_snapshot(j.txid, cur)
+            AND NOT (
+                at_position.cur IS NOT NULL
+                AND pg_visible_in_snapshot(j.txid, at_position.cur)
+                AND (j.txid, j.id) <= (at_position.last_txid, at_position.last_id)
+            )
+    ) THEN
+        RETURN;
+    END IF;
+    SELECT t.pos INTO at_text FROM pghub.journal$tick AS t FOR UPDATE SKIP LOCKED;
+    IF at_text IS NULL THEN
+        RETURN;  -- another tick is at work
+    END IF;
+    at_position := pghub._position(at_text);
+    prev := at_position.prev;
+    mid_batch := at_position.cur IS NOT NULL;
+    IF mid_batch THEN
+        cur := at_position.cur;
+        last_txid := at_position.last_txid;
+        last_id := at_position.last_id;
+    ELSE
+        cur := pghub._snapshot_now();
+        last_txid := '0'::xid8;
+        last_id := 0;
+    END IF;
+    LOOP
+        SELECT coalesce(array_agg(x.xid), '{}') INTO xips
+        FROM pg_snapshot_xip(prev) AS x (xid)
+        WHERE pg_visible_in_snapshot(x.xid, cur);
+        WITH batch AS (
+            (
+                SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
+                FROM pghub.journal$all AS j
+                WHERE
+                    j.announce IN ('t', 'o') AND j.txid = ANY(xips)
+                    AND (j.txid, j.id) > (last_txid, last_id)
+                ORDER BY j.txid, j.id LIMIT max_events + 1
+            )
+            UNION ALL
+            (
+                SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
+                FROM pghub.journal$all AS j
+                WHERE
+                    j.announce IN ('t', 'o')
+                    AND j.txid >= pg_snapshot_xmax(prev) AND j.txid < pg_snapshot_xmax(cur)
+                    AND pg_visible_in_snapshot(j.txid, cur)
+                    AND (j.txid, j.id) > (last_txid, last_id)
+                ORDER BY j.txid, j.id LIMIT max_events + 1
+            )
+        ),
+        numbered AS (
+            SELECT
+                b.txid, b.id, d.channel, s.sent,
+                row_number() OVER (ORDER BY b.txid, b.id) AS n,
+                row_number() OVER (PARTITION BY d.channel, s.sent ORDER BY b.txid, b.id) AS copy
+            FROM (SELECT * FROM batch ORDER BY batch.txid, batch.id LIMIT max_events + 1) AS b
+            LEFT JOIN pghub.durable$topic AS d ON b.topic = d.id
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN b.announce = 't' THEN b.payload ELSE b.stand_in END AS sent
+            ) AS s
+        ),
+        cut AS (
+            SELECT
+                count(*)::integer AS found,
+                least(max_events + 1, coalesce(min(nb.n) FILTER (
+                    WHERE nb.copy > 1 AND nb.sent IS NOT NULL AND nb.channel IS NOT NULL
+                ), max_events + 1))::integer AS at
+            FROM numbered AS nb
+        ),
+        taken AS (SELECT nb.* FROM numbered AS nb CROSS JOIN cut WHERE nb.n < cut.at)
+        SELECT
+            c.found, c.at,
+            (SELECT array_agg(t.channel ORDER BY t.n) FROM taken AS t),
+            (SELECT array_agg(t.sent ORDER BY t.n) FROM taken AS t),
+            (SELECT string_agg(DISTINCT t.channel, ',') FROM taken AS t),
+            (SELECT t.txid FROM taken AS t ORDER BY t.n DESC LIMIT 1),
+            (SELECT t.id FROM taken AS t ORDER BY t.n DESC LIMIT 1)
+        INTO batch_rows, cut_at, channels, payloads, woken, stop_txid, stop_id
+        FROM cut AS c;
+        EXIT WHEN batch_rows > 0 OR NOT mid_batch;
+        prev := cur;
+        cur := pghub._snapshot_now();
+        last_txid := '0'::xid8;
+        last_id := 0;
+        mid_batch := FALSE;
+    END LOOP;
+    events := least(cut_at - 1, batch_rows);
+    more := batch_rows >= cut_at;
+    -- In order: the events that fit, or their stand-ins, on their channels, as the writers
+    -- would have at commit; then one wake-up naming the channels for durable consumers.
+    PERFORM pg_notify(u.channel, u.sent)
+    FROM unnest(channels, payloads) AS u (channel, sent)
+    WHERE u.channel IS NOT NULL AND u.sent IS NOT NULL;
+    IF woken IS NOT NULL THEN
+        PERFORM pg_notify('pghub:wake', CASE WHEN octet_length(woken) <= 7999 THEN woken ELSE '*' END);
+    END IF;
+    next_position := CASE
+        WHEN more THEN prev::text || '/' || cur::text || '/' || stop_txid::text || '.' || stop_id::text
+        ELSE cur::text
+    END;
+    UPDATE pghub.journal$tick AS t SET pos = next_position, ticked_at = now();
+END
+$$;
+
+COMMENT ON FUNCTION pghub.tick(integer) IS
+'Announces what writers to durable topics in tick mode appended since the last tick (at most '
+'max_events events): NOTIFYs each event that fits in 7999 bytes (or its stand-in) on its '
+'channel, in journal order, then one wake-up on channel pghub:wake with the channels that got '
+'events. events: how many it handled; more: call again now. Safe to run from several sessions '
+'at once (one works, the others return at once) and from cron or pg_cron; it writes nothing '
+'when there is nothing new. SECURITY DEFINER. Error: 22023 bad max_events.';
+
+-- Whether every event in journal$<slot> may go: for each topic in it, the table is older than
+-- the topic's retention, or the topic has named consumers and each has read all its events
+-- there, or the topic is no longer durable. The table's newest event is no younger than when
+-- it stopped being current, or than a late write into it (journal$late).
+CREATE OR REPLACE FUNCTION pghub._removable(slot integer)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl text := format('pghub.%I', 'journal$' || slot);
+    newest timestamptz;
+    topic_id integer;
+    topic_retain interval;
+    prev pg_snapshot;
+    cur pg_snapshot;
+    last_txid xid8;
+    last_id bigint;
+    unread boolean;
+BEGIN
+    SELECT greatest(s.closed_at, (
+        SELECT max(l.written_at) FROM pghub.journal$late AS l WHERE l.slot = s.slot
+    )) INTO newest
+    FROM pghub.journal$slot AS s WHERE s.slot = _removable.slot AND s.closed_at IS NOT NULL;
+    IF newest IS NULL THEN
+        RETURN FALSE;  -- the current table
+    END IF;
+    FOR topic_id, topic_retain IN EXECUTE format(
+        $q$
+        WITH RECURSIVE present AS (
+            (SELECT j.topic FROM %1$s AS j ORDER BY j.topic LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.topic FROM %1$s AS j WHERE j.topic > p.topic ORDER BY j.topic LIMIT 1)
+            FROM present AS p WHERE p.topic IS NOT NULL
+        )
+        SELECT p.topic AS id, d.retain
+        FROM present AS p LEFT JOIN pghub.durable$topic AS d ON p.topic = d.id
+        WHERE p.topic IS NOT NULL
+        $q$, tbl)
+    LOOP
+        CONTINUE WHEN topic_retain IS NULL OR newest < now() - topic_retain;
+        IF NOT EXISTS (SELECT FROM pghub.durable$consumer AS c WHERE c.topic = topic_id) THEN
+            RETURN FALSE;
+        END IF;
+        FOR prev, cur, last_txid, last_id IN
+            SELECT p.prev, p.cur, p.last_txid, p.last_id
+            FROM pghub.durable$consumer AS c CROSS JOIN LATERAL pghub._position(c.pos) AS p
+            WHERE c.topic = topic_id
+        LOOP
+            EXECUTE format(
+                $q$
+                SELECT EXISTS (
+                    SELECT FROM %s AS j
+                    WHERE j.topic = $1 AND j.txid >= pg_snapshot_xmin($2) AND NOT (
+                        pg_visible_in_snapshot(j.txid, $2)
+                        OR ($3 IS NOT NULL AND pg_visible_in_snapshot(j.txid, $3)
+                            AND (j.txid, j.id) <= ($4, $5))
+                    )
+                )
+                $q$, tbl)
+            INTO unread
+            USING topic_id, prev, cur, last_txid, last_id;
+            IF unread THEN
+                RETURN FALSE;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN TRUE;
+END
+$$;
+
+COMMENT ON FUNCTION pghub._removable(integer) IS
+'Internal to prune(): whether every event in journal table number slot may be removed (past '
+'its topic''s retention, acknowledged by all its topic''s named consumers, or of a topic no '
+'longer durable).';
+
+-- SECURITY DEFINER: emptying journal tables takes TRUNCATE, which only their owner has. It
+-- removes only what _removable allows, takes its locks with a timeout (so nobody queues behind
+-- it for long) and never locks the table writers append to, so any role may run it.
+CREATE OR REPLACE FUNCTION pghub.prune(
+    lock_wait interval DEFAULT interval '100 ms',
+    OUT emptied integer, OUT events bigint, OUT rotated boolean
+)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    recorded bigint;
+    generation bigint;
+    current_slot integer;
+    period interval;
+    emptying record;
+    tbl text;
+    counted jsonb;
+    newest timestamptz;
+    timeout_before text := current_setting('lock_timeout');
+BEGIN
+    emptied := 0;
+    events := 0;
+    rotated := FALSE;
+    IF lock_wait IS NULL OR lock_wait < INTERVAL '0' THEN
+        RAISE EXCEPTION 'pghub: lock_wait must be an interval of 0 or more, not %',
+            coalesce(lock_wait::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT p.gen INTO recorded FROM pghub.journal$prune AS p FOR UPDATE SKIP LOCKED;
+    IF recorded IS NULL THEN
+        RETURN;  -- another prune is at work
+    END IF;
+    generation := pg_sequence_last_value('pghub.journal$gen'::regclass);
+    current_slot := (generation % 8)::integer;
+    IF generation <> recorded THEN
+        -- A rotation whose bookkeeping rolled back after it moved the sequence (no rollback
+        -- undoes that): close the other tables now, which errs on the late side.
+        UPDATE pghub.journal$slot AS s SET closed_at = clock_timestamp()
+        WHERE s.slot <> current_slot AND s.closed_at IS NULL AND NOT s.ready;
+        UPDATE pghub.journal$slot AS s SET opened_at = clock_timestamp(), closed_at = NULL,
+            ready = FALSE
+        WHERE s.slot = current_slot AND s.ready;
+    END IF;
+
+    -- 1. Rotate when the current table has been current for a period and the next is empty.
+    -- A period is a sixth of the longest retention (a second at least): tables are emptied
+    -- whole, so an event outlives its retention by at most about a period.
+    SELECT greatest(INTERVAL '1 second', coalesce(max(d.retain), INTERVAL '6 hours') / 6)
+    INTO period FROM pghub.durable$topic AS d;
+    IF EXISTS (
+        SELECT FROM pghub.journal$slot AS s
+        WHERE s.slot = current_slot AND s.opened_at <= now() - period
+    ) AND EXISTS (
+        SELECT FROM pghub.journal$slot AS s WHERE s.slot = (current_slot + 1) % 8 AND s.ready
+    ) THEN
+        PERFORM setval('pghub.journal$gen'::regclass, generation + 1, TRUE);
+        -- Stamped after the switch: every event appended to the table is older than this.
+        UPDATE pghub.journal$slot AS s SET closed_at = clock_timestamp()
+        WHERE s.slot = current_slot;
+        UPDATE pghub.journal$slot AS s SET opened_at = clock_timestamp(), closed_at = NULL,
+            ready = FALSE
+        WHERE s.slot = (current_slot + 1) % 8;
+        generation := generation + 1;
+        current_slot := (generation % 8)::integer;
+        rotated := TRUE;
+    END IF;
+    UPDATE pghub.journal$prune AS p SET gen = generation, pruned_at = now();
+
+    -- 2. Empty each table that is neither current nor empty and whose events may all go. One
+    -- that stopped being current less than a second ago is left alone: a writer may have read
+    -- the generation before the switch and be about to append to it.
+    FOR emptying IN
+        SELECT s.slot, s.opened_at FROM pghub.journal$slot AS s
+        WHERE
+            s.slot <> current_slot AND NOT s.ready
+            AND s.closed_at <= clock_timestamp() - INTERVAL '1 second'
+        ORDER BY s.closed_at
+    LOOP
+        CONTINUE WHEN NOT pghub._removable(emptying.slot);
+        tbl := format('pghub.%I', 'journal$' || emptying.slot);
+        -- Counted before the lock, which readers of every topic would wait for.
+        EXECUTE format(
+            'SELECT coalesce(jsonb_object_agg(c.topic, jsonb_build_array(c.events, c.first_id, '
+            'c.last_id)), ''{}'') FROM (SELECT j.topic, count(*) AS events, min(j.id) AS first_id, '
+            'max(j.id) AS last_id FROM %s AS j GROUP BY j.topic) AS c', tbl)
+        INTO counted;
+        BEGIN
+            PERFORM set_config('lock_timeout',
+                greatest(1, round(extract(EPOCH FROM lock_wait) * 1000))::text || 'ms', TRUE);
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+            PERFORM set_config('lock_timeout', timeout_before, TRUE);
+            -- Again, now that nobody can append to it.
+            IF pghub._removable(emptying.slot) THEN
+                SELECT greatest(s.closed_at, (
+                    SELECT max(l.written_at) FROM pghub.journal$late AS l WHERE l.slot = s.slot
+                )) INTO newest
+                FROM pghub.journal$slot AS s WHERE s.slot = emptying.slot;
+                EXECUTE format(
+                    $q$
+                    WITH RECURSIVE present AS (
+                        (SELECT j.topic FROM %1$s AS j ORDER BY j.topic LIMIT 1)
+                        UNION ALL
+                        SELECT (
+                            SELECT j.topic FROM %1$s AS j WHERE j.topic > p.topic
+                            ORDER BY j.topic LIMIT 1
+                        )
+                        FROM present AS p WHERE p.topic IS NOT NULL
+                    )
+                    INSERT INTO pghub.journal$gap (topic, removed_by, settled, min_txid,
+                        max_txid, events, first_id, last_id, oldest_at, newest_at, removed_at)
+                    SELECT p.topic, pg_current_xact_id(), pg_current_snapshot(),
+                        (SELECT min(j.txid) FROM %1$s AS j WHERE j.topic = p.topic),
+                        (SELECT max(j.txid) FROM %1$s AS j WHERE j.topic = p.topic),
+                        coalesce(($1 -> p.topic::text ->> 0)::bigint, 0),
+                        ($1 -> p.topic::text ->> 1)::bigint,
+                        ($1 -> p.topic::text ->> 2)::bigint,
+                        $2, $3, now()
+                    FROM present AS p INNER JOIN pghub.durable$topic AS d ON p.topic = d.id
+                    $q$, tbl)
+                USING counted, emptying.opened_at, newest;
+                EXECUTE format('TRUNCATE %s', tbl);
+                DELETE FROM pghub.journal$late AS l WHERE l.slot = emptying.slot;
+                UPDATE pghub.journal$slot AS s SET ready = TRUE WHERE s.slot = emptying.slot;
+                emptied := emptied + 1;
+                events := events + coalesce((
+                    SELECT sum((c.value ->> 0)::bigint) FROM jsonb_each(counted) AS c
+                ), 0)::bigint;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- somebody reads it (or a writer straggled): the next prune
+        END;
+    END LOOP;
+
+    -- 3. Keep the newest 64 loss records of a topic; fold older ones into one (which only
+    -- widens what a reader is told it may have lost).
+    WITH crowded AS (
+        SELECT g.topic FROM pghub.journal$gap AS g GROUP BY g.topic HAVING count(*) > 64
+    ),
+    old AS (
+        DELETE FROM pghub.journal$gap AS g
+        WHERE g.ctid IN (
+            SELECT r.ctid FROM (
+                SELECT
+                    o.ctid,
+                    row_number() OVER (PARTITION BY o.topic ORDER BY o.removed_at DESC) AS n
+                FROM pghub.journal$gap AS o WHERE o.topic IN (SELECT c.topic FROM crowded AS c)
+            ) AS r
+            WHERE r.n >= 64
+        )
+        RETURNING g.*
+    )
+    INSERT INTO pghub.journal$gap (topic, removed_by, settled, min_txid, max_txid, events,
+        first_id, last_id, oldest_at, newest_at, removed_at)
+    SELECT
+        o.topic, max(o.removed_by), (array_agg(o.settled ORDER BY o.removed_at DESC))[1],
+        min(o.min_txid), max(o.max_txid), sum(o.events), min(o.first_id), max(o.last_id),
+        min(o.oldest_at), max(o.newest_at), max(o.removed_at)
+    FROM old AS o GROUP BY o.topic;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.prune(interval) IS
+'Removes journaled events that are past their topic''s retention or that every named consumer '
+'of their topic has acknowledged, by emptying whole journal tables (TRUNCATE: no dead rows), '
+'and rotates the table writers append to. Safe to run at any time, from cron or pg_cron, '
+'concurrently with writers, readers and itself: writers never wait for it; a table that '
+'somebody reads for longer than lock_wait is left for the next run. Records what it removed '
+'for the readers it concerns (GAP). emptied: tables emptied; events: events removed; rotated: '
+'whether it rotated. SECURITY DEFINER. Error: 22023 bad lock_wait.';
+
+CREATE OR REPLACE FUNCTION pghub.durable_consumers()
+RETURNS TABLE (
+    consumer text, topic text, owner regrole, pos text, acked_at timestamptz, lag bigint
+)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT
+    c.consumer, d.channel, c.owner_role, c.pos, c.acked_at,
+    (
+        SELECT count(*) FROM pghub.journal$all AS j
+        WHERE
+            j.topic = c.topic AND j.txid >= pg_snapshot_xmin(p.prev)
+            AND NOT (
+                pg_visible_in_snapshot(j.txid, p.prev)
+                OR (
+                    p.cur IS NOT NULL AND pg_visible_in_snapshot(j.txid, p.cur)
+                    AND (j.txid, j.id) <= (p.last_txid, p.last_id)
+                )
+            )
+    )
+FROM pghub.durable$consumer AS c
+INNER JOIN pghub.durable$topic AS d ON c.topic = d.id
+CROSS JOIN LATERAL pghub._position(c.pos) AS p
+ORDER BY d.channel, c.consumer
+$$;
+
+COMMENT ON FUNCTION pghub.durable_consumers() IS
+'Every named consumer: its topic, owner, acknowledged position, when it acknowledged, and lag, '
+'the number of committed events of its topic it has not acknowledged.';
+
+CREATE OR REPLACE FUNCTION pghub.durable_topics()
+RETURNS TABLE (
+    topic text, wake text, retain interval, owner regrole, events bigint, bytes bigint,
+    consumers bigint, most_lag bigint
+)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH counts AS (
+    SELECT j.topic, count(*) AS events FROM pghub.journal$all AS j GROUP BY j.topic
+),
+journal AS (
+    SELECT
+        (SELECT sum(c.events) FROM counts AS c) AS events,
+        (
+            SELECT sum(pg_total_relation_size(r.oid)) FROM pg_class AS r
+            WHERE
+                r.relnamespace = 'pghub'::regnamespace
+                AND r.relname IN ('journal$0', 'journal$1', 'journal$2', 'journal$3',
+                    'journal$4', 'journal$5', 'journal$6', 'journal$7')
+        ) AS bytes
+),
+lags AS (
+    SELECT l.topic, count(*) AS consumers, max(l.lag) AS most_lag
+    FROM pghub.durable_consumers() AS l GROUP BY l.topic
+)
+SELECT
+    d.channel, d.wake, d.retain, d.owner_role, coalesce(c.events, 0),
+    (journal.bytes * coalesce(c.events, 0) / nullif(journal.events, 0))::bigint,
+    coalesce(l.consumers, 0), l.most_lag
+FROM pghub.durable$topic AS d
+LEFT JOIN counts AS c ON d.id = c.topic
+LEFT JOIN lags AS l ON d.channel = l.topic
+CROSS JOIN journal
+ORDER BY d.channel
+$$;
+
+COMMENT ON FUNCTION pghub.durable_topics() IS
+'Every durable topic: wake mode, retention, owner, events journaled, bytes (its share of the '
+'journal''s size on disk, tables and indexes, in proportion to its events), named consumers and '
+'the largest lag among them. Counts every journaled event: seconds at tens of millions.';
+
+GRANT EXECUTE ON FUNCTION
+pghub._position(text),
+pghub._payload(bigint[], jsonb),
+pghub._snapshot_now(),
+pghub._journal(text, bigint[], jsonb, jsonb),
+pghub.notify(text, bigint[], jsonb),
+pghub._sync_marker(text),
+pghub.make_durable(text, interval, text),
+pghub.make_transient(text),
+pghub.current_position(),
+pghub._durable_topic(text),
+pghub._consumer_name(text),
+pghub.consumer_position(text, text, text),
+pghub.ack(text, text, text),
+pghub.drop_consumer(text, text),
+pghub._gap(integer, pg_snapshot, pg_snapshot, boolean),
+pghub.read(text, text, integer),
+pghub.tick(integer),
+pghub._removable(integer),
+pghub.prune(interval),
+pghub.durable_consumers(),
+pghub.durable_topics()
+TO public;

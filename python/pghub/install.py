@@ -251,11 +251,17 @@ def uninstall(conn: psycopg.Connection[Any], *, cascade: bool = False) -> bool:
 
 
 # Objects outside the schema that depend on objects inside it (triggers, views, defaults...).
+# Inside: the schema's objects and their parts (indexes, constraints, defaults, policies and the
+# rules of pghub's own views depend on them automatically or internally).
 _OUTSIDE_USERS = """
-WITH inside AS (
+WITH RECURSIVE inside AS (
     SELECT d.classid, d.objid FROM pg_catalog.pg_depend AS d
     JOIN pg_catalog.pg_namespace AS n ON d.refobjid = n.oid
     WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND n.nspname = %s::name
+    UNION
+    SELECT d.classid, d.objid FROM pg_catalog.pg_depend AS d
+    JOIN inside AS i ON d.refclassid = i.classid AND d.refobjid = i.objid
+    WHERE d.deptype IN ('a', 'i')
 )
 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
 FROM pg_catalog.pg_depend AS d

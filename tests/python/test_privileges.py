@@ -39,6 +39,27 @@ EXERCISED = {
     "unpublish_table": "called",
     "row_trigger": "fired by publish_table(level => 'row')",
     "statement_trigger": "fired by publish_table(level => 'statement')",
+    # durable topics (exercise_durable)
+    "make_durable": "called by the installing role; refused to a plain role",
+    "make_transient": "called by the installing role; refused to a plain role",
+    "_sync_marker": "through make_durable and make_transient",
+    "_journal": "through notify and row_trigger on a durable topic",
+    "_payload": "through _journal",
+    "_snapshot_now": "through current_position and read",
+    "_position": "through read, consumer_position and ack",
+    "_durable_topic": "through read, consumer_position and ack",
+    "_consumer_name": "through consumer_position, ack and drop_consumer",
+    "_gap": "through read",
+    "_removable": "through prune",
+    "current_position": "called",
+    "consumer_position": "called",
+    "ack": "called; refused on another role's consumer",
+    "drop_consumer": "called",
+    "read": "called",
+    "tick": "called",
+    "prune": "called",
+    "durable_topics": "called",
+    "durable_consumers": "called",
 }
 
 _role_numbers = itertools.count()
@@ -128,6 +149,7 @@ def test_non_superuser_installs_and_everyone_uses_everything(
         )
     exercise_everything(dsn, owner, "owner_space")
     exercise_everything(dsn, user, "user_space")
+    exercise_durable(dsn, owner, user)
     # Somebody else's table: neither published nor unpublished by the user.
     with as_role(dsn, owner) as conn:
         conn.execute("SELECT pghub.publish_table('owner_space.t')")
@@ -202,3 +224,60 @@ def exercise_everything(dsn: str, role: str, schema: str) -> None:
         assert conn.execute("SELECT pghub.unpublish_table(%s)", [table]).fetchone() == (4,)
         conn.execute(delete)
         assert nothing_more(listener) == []
+
+
+def exercise_durable(dsn: str, owner: str, user: str) -> None:
+    """The installing role makes topics durable; a role with only PUBLIC's rights writes to one
+    (pghub.notify, a row trigger with a row too large for NOTIFY), reads it, keeps a named
+    consumer, ticks and prunes, but may neither make a topic durable, nor change the installing
+    role's topic or consumer, nor write the journal or the topics table directly."""
+    with as_role(dsn, owner) as conn:
+        assert conn.execute("SELECT pghub.make_durable('Kept', '1 hour')").fetchone() == ("kept",)
+        made = conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')").fetchone()
+        assert made == ("ticked",)
+        assert conn.execute("SELECT pghub.consumer_position('o', 'kept')").fetchone() is not None
+    with as_role(dsn, user) as conn, as_role(dsn, user) as listener:
+        listener.execute("LISTEN kept")
+        start = conn.execute("SELECT pghub.current_position()").fetchone()
+        assert start is not None
+        conn.execute("""SELECT pghub.notify('Kept', '{1}', '{"by": "user"}')""")
+        assert receive(listener, 1) == [("kept", 'e1:{"by":"user"}')]
+        conn.execute("SELECT pghub.notify('ticked', '{2}')")
+        conn.execute("CREATE TABLE user_space.big (id bigint PRIMARY KEY, body text)")
+        conn.execute("SELECT pghub.publish_table('user_space.big', 'Kept', 'row', NULL, true)")
+        conn.execute("INSERT INTO user_space.big VALUES (3, repeat('x', 9000))")
+        rows = conn.execute("SELECT pos, payload FROM pghub.read('kept', %s)", start).fetchall()
+        assert [decoded(conn, payload)[0] for _, payload in rows] == [[1], [3]]
+        assert decoded(conn, rows[1][1])[1]["data"]["body"] == "x" * 9000
+        first = conn.execute("SELECT pghub.consumer_position('u', 'kept', 'earliest')").fetchone()
+        assert first == ("earliest",)
+        conn.execute("SELECT pghub.ack('u', 'kept', %s)", [rows[-1][0]])
+        assert conn.execute("SELECT * FROM pghub.tick()").fetchone() == (1, False)
+        assert conn.execute("SELECT rotated FROM pghub.prune()").fetchone() is not None
+        topics = conn.execute("SELECT topic, events FROM pghub.durable_topics()").fetchall()
+        assert topics == [("kept", 2), ("ticked", 1)]
+        lags = conn.execute("SELECT consumer, lag FROM pghub.durable_consumers()").fetchall()
+        assert lags == [("o", 2), ("u", 0)]
+        refused = [
+            "SELECT pghub.make_durable('mine')",
+            "SELECT pghub.make_transient('kept')",
+            "SELECT pghub.make_durable('kept', '1 day')",
+            "SELECT pghub.ack('o', 'kept', 'earliest')",
+            "SELECT pghub.drop_consumer('o')",
+            "INSERT INTO pghub.journal$0 VALUES ('1', 1, 1, 'n', 'e', NULL)",
+            "UPDATE pghub.durable$topic SET wake = 'tick'",
+            "TRUNCATE pghub.journal$1",
+        ]
+        for statement in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        # row-level security: the owner's consumer is not the user's to change
+        for statement in (
+            "UPDATE pghub.durable$consumer SET pos = 'earliest' WHERE consumer = 'o'",
+            "DELETE FROM pghub.durable$consumer WHERE consumer = 'o'",
+        ):
+            assert conn.execute(statement).rowcount == 0
+        assert conn.execute("SELECT pghub.drop_consumer('u')").fetchone() == (1,)
+    with as_role(dsn, owner) as conn:
+        assert conn.execute("SELECT pghub.make_transient('kept')").fetchone() == (True,)
+        assert conn.execute("SELECT pghub.make_transient('kept')").fetchone() == (False,)

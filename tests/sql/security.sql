@@ -2,15 +2,24 @@
 -- of them resolves a function, operator or type of the caller's search_path, even one that puts
 -- a hostile schema before pg_catalog (so that even same-signature objects there would win).
 BEGIN;
-SELECT plan(20);
+SELECT plan(26);
 
 -- ==== Declarations ====
 SELECT is(
     (
-        SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc AS p
+        SELECT
+            array_agg(
+                p.oid::regprocedure::text
+                ORDER BY convert_to(p.oid::regprocedure::text, 'UTF8')
+            )
+        FROM pg_proc AS p
         WHERE p.pronamespace = 'pghub'::regnamespace AND p.prosecdef
     ),
-    NULL, 'no function is SECURITY DEFINER'
+    ARRAY[
+        'pghub._journal(text,bigint[],jsonb,jsonb)', 'pghub._sync_marker(text)',
+        'pghub.prune(interval)', 'pghub.tick(integer)'
+    ],
+    'SECURITY DEFINER: only the four reviewed durable-topic functions (docs/security.md)'
 );
 SELECT is(
     (
@@ -125,7 +134,20 @@ BEGIN
             ('json_strip_nulls', '{json}', 'json'),
             ('set_config', '{text,text,boolean}', 'text'),
             ('current_setting', '{text,boolean}', 'text'),
-            ('jsonb_build_object', '{text,text,text,text,text,bigint}', 'jsonb')
+            ('jsonb_build_object', '{text,text,text,text,text,bigint}', 'jsonb'),
+            ('to_regclass', '{text}', 'regclass'),
+            ('pg_visible_in_snapshot', '{xid8,pg_snapshot}', 'boolean'),
+            ('pg_snapshot_xmin', '{pg_snapshot}', 'xid8'),
+            ('pg_snapshot_xmax', '{pg_snapshot}', 'xid8'),
+            ('pg_current_snapshot', '{}', 'pg_snapshot'),
+            ('pg_current_xact_id', '{}', 'xid8'),
+            ('pg_current_xact_id_if_assigned', '{}', 'xid8'),
+            ('pg_sequence_last_value', '{regclass}', 'bigint'),
+            ('nextval', '{regclass}', 'bigint'),
+            ('pg_has_role', '{oid,text}', 'boolean'),
+            ('has_table_privilege', '{text,text}', 'boolean'),
+            ('split_part', '{text,text,integer}', 'text'),
+            ('current_setting', '{text}', 'text')
         ) AS v (name, argtypes, result)
     LOOP
         SELECT string_agg(format('$%s', i), ', ') INTO args
@@ -157,7 +179,15 @@ BEGIN
             ('->>', 'jsonb', 'text', 'text'),
             ('->>', 'jsonb', 'name', 'text'),
             ('?', 'jsonb', 'text', 'boolean'),
-            ('?', 'jsonb', 'name', 'boolean')
+            ('?', 'jsonb', 'name', 'boolean'),
+            ('=', 'xid8', 'xid8', 'boolean'),
+            ('>=', 'xid8', 'xid8', 'boolean'),
+            ('<', 'xid8', 'xid8', 'boolean'),
+            ('>', 'xid8', 'xid8', 'boolean'),
+            ('<=', 'xid8', 'xid8', 'boolean'),
+            ('<=', 'interval', 'interval', 'boolean'),
+            ('<', 'timestamptz', 'timestamptz', 'boolean'),
+            ('%', 'bigint', 'integer', 'bigint')
         ) AS v (op, l, r, result)
     LOOP
         n := n + 1;
@@ -180,6 +210,7 @@ BEGIN
 END
 $$;
 CREATE TABLE evil_tap.items (id bigint PRIMARY KEY, descr text);
+CREATE TABLE evil_tap.notes (id bigint PRIMARY KEY, descr text);
 -- A key column named +data: the trigger option's name, which must not be taken for it.
 CREATE TABLE evil_tap.lines (
     id bigint PRIMARY KEY,
@@ -212,6 +243,44 @@ CREATE TEMPORARY TABLE after_triggers AS
 SELECT
     pg_catalog.current_setting('pghub.seq') AS seq,
     pghub.unpublish_table('evil_tap.items') AS dropped;
+-- Durable topics: every function, the triggers, commit and tick mode, a row too large to NOTIFY.
+CREATE TEMPORARY TABLE durable AS
+SELECT
+    pghub.make_durable('Kept', '1 day', 'commit') AS commit_channel,
+    pghub.make_durable('Ticked', '1 day', 'tick') AS tick_channel,
+    pghub.publish_table('evil_tap.notes', 'Kept', 'row', NULL, TRUE) AS row_channel,
+    pghub.current_position() AS now_position;
+SELECT pghub.notify('Kept', '{1}', '{"a": 1}');
+SELECT pghub.notify('Ticked', '{2}', '{"b": 2}');
+INSERT INTO evil_tap.notes VALUES (3, repeat('x', 9000));
+CREATE TEMPORARY TABLE durable_calls AS
+SELECT
+    (SELECT count(*) FROM pghub.read('Kept', 'earliest')) AS read_rows,
+    pghub.consumer_position('evil', 'Kept', 'earliest') AS first_position;
+SELECT pghub.ack('evil', 'Kept', pghub.current_position());
+CREATE TEMPORARY TABLE durable_lists AS
+SELECT
+    (SELECT count(*) FROM pghub.durable_topics()) AS topics,
+    (SELECT count(*) FROM pghub.durable_consumers()) AS consumers;
+SELECT
+    t.events,
+    t.more
+FROM pghub.tick() AS t;
+SELECT
+    p.emptied,
+    p.events,
+    p.rotated
+FROM pghub.prune() AS p;
+CREATE TEMPORARY TABLE journaled AS
+SELECT
+    k.payload,
+    k.stand_in
+FROM pghub.kept AS k;
+CREATE TEMPORARY TABLE durable_after AS
+SELECT
+    pghub.drop_consumer('evil') AS consumers_dropped,
+    pghub.make_transient('Kept') AS kept_transient,
+    pghub.make_transient('Ticked') AS ticked_transient;
 SET LOCAL search_path TO DEFAULT;
 
 SELECT is(
@@ -231,6 +300,43 @@ SELECT is((SELECT h.row_channel FROM pg_temp.hostile AS h), 'lines', 'publish_ta
 -- 3 statement events, 1 truncate; row level: 3 rows, 1 truncate, then 1 row.
 SELECT is((SELECT a.seq FROM pg_temp.after_triggers AS a), '9', 'every trigger sent its event');
 SELECT is((SELECT a.dropped FROM pg_temp.after_triggers AS a), 4, 'unpublish_table');
+SELECT is(
+    (SELECT ARRAY[d.commit_channel, d.tick_channel] FROM pg_temp.durable AS d),
+    ARRAY['kept', 'ticked'], 'make_durable'
+);
+SELECT is(
+    (
+        SELECT array_agg(j.payload ORDER BY j.payload) FROM pg_temp.journaled AS j
+        WHERE j.stand_in IS NULL
+    ),
+    ARRAY['e1:{"a":1}'], 'notify journals a durable topic''s event'
+);
+SELECT is(
+    (
+        SELECT pghub.decode(j.stand_in) FROM pg_temp.journaled AS j
+        WHERE j.stand_in IS NOT NULL
+    ),
+    row(
+        '{3}'::bigint[],
+        '{"op": "ins", "seq": 10, "table": "evil_tap.notes", "data_omitted": true}'::jsonb
+    ),
+    'the row trigger journals a row too large to NOTIFY whole, with its stand-in'
+);
+SELECT is(
+    (SELECT c.first_position FROM pg_temp.durable_calls AS c), 'earliest',
+    'consumer_position'
+);
+SELECT is(
+    (SELECT ARRAY[c.topics, c.consumers] FROM pg_temp.durable_lists AS c), ARRAY[2::bigint, 1],
+    'durable_topics and durable_consumers'
+);
+SELECT is(
+    (
+        SELECT ARRAY[a.consumers_dropped::text, a.kept_transient::text, a.ticked_transient::text]
+        FROM pg_temp.durable_after AS a
+    ),
+    ARRAY['1', 'true', 'true'], 'drop_consumer and make_transient'
+);
 SELECT is(
     (
         SELECT t.tgargs FROM pg_trigger AS t
