@@ -6,6 +6,8 @@ JSON value. See README.md and docs/ for the wire format, the hub and the SQL ext
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._consumer import Consumer
 from ._registry import stats
 from ._sqlnotify import async_sql_notify, sql_notify
@@ -24,11 +26,15 @@ from .errors import (
     SendQueueFull,
 )
 from .events import Action, Advisory, Event
-from .hub import Hub
+from .hub import Hub, SyncSubscription
 from .stats import HubStats, Stats
 from .wire import MAX_PAYLOAD_BYTES, channel, decode_event, decode_payload, encode_payload
 
 __version__ = "0.3.0"
+
+# A library leaves logging to the application: nothing is printed unless it configures some.
+# Loggers: pghub.hub (the hubs), pghub.sql (sql_notify); docs/hub.md, Logging.
+_logging.getLogger("pghub").addHandler(_logging.NullHandler())
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -53,6 +59,7 @@ __all__ = [
     "SendQueueFull",
     "Stats",
     "Subscription",
+    "SyncSubscription",
     "__version__",
     "async_sql_notify",
     "channel",

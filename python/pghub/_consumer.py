@@ -1,8 +1,12 @@
 """Consumers: a callback, a set of topics, and a mailbox the hub's engine fills.
 
-:class:`BaseConsumer` holds what sync and async consumers share: subscribing, closing and the
-delivery contract. A :class:`Consumer` runs its callback in a thread of its own, so a slow or
-blocking callback holds up nobody else; :class:`pghub.aio.AsyncConsumer` runs it as a task.
+:class:`BaseConsumer` holds what sync and async consumers share: subscribing, closing, key
+filters, the delivery contract, resyncs and reading without a callback. A :class:`Consumer`
+runs its callback in a thread of its own, so a slow or blocking callback holds up nobody
+else; :class:`pghub.aio.AsyncConsumer` runs it as a task. Only the waiting differs: the
+order of calls for a batch of events (:meth:`BaseConsumer._calls`), what a subscription makes
+of what it reads (:class:`SubscriptionReader`) and when a wait for SUBSCRIBE is over are
+decided here once.
 
 The engine knows a consumer only by its mailbox: a consumer asks the engine's thread-safe
 methods (``subscribe``, ``unsubscribe``, ``close_mailbox``) for itself.
@@ -10,18 +14,23 @@ methods (``subscribe``, ``unsubscribe``, ``close_mailbox``) for itself.
 
 from __future__ import annotations
 
-import logging
+import enum
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
 from ._engine import Engine
-from ._mailbox import Mailbox
+from ._log import Log
+from ._mailbox import Keys, Mailbox
 from ._options import Overflow
-from .errors import ConsumerClosed
+from .errors import ConsumerClosed, InvalidKey
 from .events import Action, Advisory, Event
-from .wire import channel
+from .wire import channel, encode_payload
+
+Callback = Callable[[Event], Any]
+Resync = Callable[[frozenset[str]], Any]
 
 
 def channels_of(topics: tuple[str, ...]) -> list[str]:
@@ -34,34 +43,126 @@ def channels_of(topics: tuple[str, ...]) -> list[str]:
     return out
 
 
+def keys_of(keys: Iterable[Iterable[int]] | None) -> Keys | None:
+    """A key filter: each key checked as ``notify`` checks one; None for no filter."""
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise InvalidKey(f"keys must be an iterable of keys, like [[42], [7, 1]]; got {keys!r}")
+    out = set()
+    for key in keys:
+        if isinstance(key, (str, bytes)) or not isinstance(key, Iterable):
+            raise InvalidKey(
+                f"each of keys is a key, an iterable of int like [42]; got {key!r}"
+                " (keys=[[42]] for the one key (42,))"
+            )
+        as_tuple = tuple(key)
+        encode_payload(as_tuple)  # the same checks as a key sent: int, not bool, int64
+        out.add(as_tuple)
+    return frozenset(out)
+
+
 def overflow_event(lost: int) -> Event:
     return Event(None, (), Advisory(Action.OVERFLOW, lost=lost))
+
+
+# --- resync ------------------------------------------------------------------------------------
+
+
+class Scope(enum.Enum):
+    """Which of a consumer's topics an advisory makes stale."""
+
+    TOPIC = "topic"  # the advisory's own topic
+    ALL = "all"  # every topic the consumer is subscribed to
+
+
+#: The advisories after which what a consumer holds may be stale, and for which of its
+#: topics. A new kind (durable topics' GAP: ``Action.GAP: Scope.TOPIC``) plugs in here.
+RESYNC_AFTER: dict[Action, Scope] = {
+    Action.SUBSCRIBE: Scope.TOPIC,  # the first events of a topic: load what exists
+    Action.RECONNECT: Scope.ALL,  # events sent while disconnected were lost
+    Action.OVERFLOW: Scope.ALL,  # events dropped from a full queue
+}
+
+
+class ResyncOwed:
+    """The topics a consumer's ``on_resync`` is owed, followed through the advisories it is
+    given. A DISCONNECT takes back what is owed (the RECONNECT that follows owes it again,
+    and a resync in between would read a state the events cannot follow); so does the final
+    advisory, after which nothing runs."""
+
+    def __init__(self) -> None:
+        self.subscribed: set[str] = set()
+        self.owed: set[str] = set()
+
+    def seen(self, advisory: Advisory) -> None:
+        action, topic = advisory.action, advisory.topic
+        if action is Action.SUBSCRIBE and topic is not None:
+            self.subscribed.add(topic)
+        elif action is Action.UNSUBSCRIBE and topic is not None:
+            self.subscribed.discard(topic)
+            self.owed.discard(topic)
+        elif action is Action.DISCONNECT or advisory.final:
+            self.owed.clear()
+            return
+        scope = RESYNC_AFTER.get(action)
+        if scope is Scope.TOPIC and topic is not None:
+            self.owed.add(topic)
+        elif scope is Scope.ALL:
+            self.owed.update(self.subscribed)
+
+    def take(self) -> frozenset[str]:
+        owed = frozenset(self.owed)
+        self.owed.clear()
+        return owed
+
+
+# --- consumers ---------------------------------------------------------------------------------
 
 
 class BaseConsumer:
     def __init__(
         self,
         engine: Engine,
-        callback: Callable[[Event], Any] | None,
+        callback: Callback | None,
         *,
         queue_size: int,
         overflow: Overflow,
-        logger: logging.Logger,
+        logger: Log,
+        keys: Keys | None = None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> None:
         self._engine = engine
         self._callback = callback
         self._log = logger
+        self.name = name if name is not None else _name_of(callback)
         self._channels: set[str] = set()
         self._closed = False
-        self.mailbox = Mailbox(queue_size, overflow, self._wake)
+        self.mailbox = Mailbox(
+            queue_size, overflow, self._wake, keys=keys, notice=self._notice, name=self.name
+        )
+        self._on_resync = on_resync
+        self._resync = ResyncOwed() if on_resync is not None else None
         self.finished = False  # its final advisory has been delivered: nothing more happens
         self.delivered = 0
         self.callback_errors = 0
+        # Without a callback, the consumer is read (next_event): taken, not yet read.
+        self._pending: deque[Event] = deque()
+        self._over = False  # its final advisory has been read (no callback)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} topics={sorted(self._channels)}>"
 
     @property
     def topics(self) -> frozenset[str]:
         """The channels this consumer asked for (subscribed, or on their way)."""
         return frozenset(self._channels)
+
+    @property
+    def keys(self) -> Keys | None:
+        """The keys whose events it receives (advisories always); None: every key."""
+        return self.mailbox.keys
 
     @property
     def closed(self) -> bool:
@@ -73,6 +174,7 @@ class BaseConsumer:
         if self._closed:
             raise ConsumerClosed("the consumer is closed")
         self._channels.update(channels)
+        self._log.debug("consumer %r subscribes to %s", self.name, channels)
         self._engine.subscribe(self.mailbox, channels)
 
     def unsubscribe(self, *topics: str) -> None:
@@ -81,15 +183,23 @@ class BaseConsumer:
         if self._closed:
             raise ConsumerClosed("the consumer is closed")
         self._channels.difference_update(channels)
+        self._log.debug("consumer %r unsubscribes from %s", self.name, channels)
         self._engine.unsubscribe(self.mailbox, channels)
 
     def close(self) -> None:
         """Close: the CLOSE advisory is the last thing the callback receives. Idempotent."""
         if not self._closed:
             self._closed = True
+            self._log.debug("consumer %r closes", self.name)
             self._engine.close_mailbox(self.mailbox)
+            if self._callback is None:
+                self.finished = True  # read by nobody from now on: its hub may forget it
 
     def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _notice(self) -> None:
+        """The mailbox was told SUBSCRIBE, UNSUBSCRIBE or its final advisory (engine thread)."""
         raise NotImplementedError
 
     def _take(self) -> deque[Event]:
@@ -114,58 +224,262 @@ class BaseConsumer:
         """Closed while a batch was being delivered: the rest of its events are not."""
         return self._closed and event.topic is not None
 
-    def _failed(self, event: Event) -> None:
+    # --- delivering to a callback: what to call, in order; the waiting side calls it ---
+
+    def _calls(
+        self, batch: deque[Event], callback: Callback
+    ) -> Iterator[tuple[Callable[..., Any], Any]]:
+        """``(function, argument)`` to call for a batch, in order: the callback for each
+        event, and ``on_resync(topics)`` once a burst of advisories that make state stale has
+        been delivered, before the next event (or at the end of what is queued). The caller
+        calls each (awaiting it if need be) and reports a failure to :meth:`_call_failed`."""
+        owed = self._resync
+        for event in batch:
+            if self._discards(event):
+                continue
+            ordinary = event.topic is not None
+            if ordinary and owed is not None and owed.owed:
+                yield self._resync_call(owed)
+            yield callback, event
+            if self._done_with(event):
+                return
+            if not ordinary and owed is not None:
+                owed.seen(event.value)
+        if owed is not None and owed.owed and not len(self.mailbox):
+            # Nothing more queued now: the burst is over. (More queued: it may go on, and the
+            # next batch, which the engine's wake-up brings, resyncs once for all of it.)
+            yield self._resync_call(owed)
+
+    def _resync_call(self, owed: ResyncOwed) -> tuple[Callable[..., Any], Any]:
+        assert self._on_resync is not None  # owed only with an on_resync
+        return self._on_resync, owed.take()
+
+    def _call_failed(self, function: Callable[..., Any], argument: Any) -> None:
+        """A call of :meth:`_calls` raised (call from the ``except`` block: it logs the
+        traceback)."""
         self.callback_errors += 1
-        self._log.exception("pghub: consumer callback raised on %r", event)
+        extra = {"pghub_consumer": self.name}
+        if function is self._on_resync:
+            topics = sorted(argument)
+            self._log.exception(
+                "consumer %r: on_resync raised (topics %s)", self.name, topics, extra=extra
+            )
+            return
+        event: Event = argument
+        advisory = event.advisory
+        if advisory is not None:
+            self._log.exception(
+                "consumer %r: callback raised on advisory %s",
+                self.name,
+                advisory.action.name,
+                extra=extra,
+            )
+            return
+        self._log.exception(
+            "consumer %r: callback raised on an event of %r, key %s",
+            self.name,
+            event.topic,
+            list(event.key),
+            extra={**extra, "pghub_topic": event.topic, "pghub_key": event.key},
+        )
+
+    # --- read without a callback (subscriptions) ---
+
+    def _pop_pending(self) -> Event | None:
+        """The next event taken and not yet read, counted as delivered; None if none."""
+        pending = self._pending
+        while pending:
+            event = pending.popleft()
+            if self._discards(event):
+                continue
+            self._over = self._done_with(event)
+            return event
+        return None
+
+    # --- waits for SUBSCRIBE ---
+
+    def _settled(self, wanted: frozenset[str], queued_before_ran: bool) -> bool | None:
+        """Whether a wait for ``wanted`` is over: True subscribed, False never will be (the
+        consumer ended); None to wait on. Only once the commands queued before the wait have
+        run does the mailbox show their outcome (an unsubscribe and a subscribe again)."""
+        if not queued_before_ran:
+            return None
+        subscribed, ended = self.mailbox.subscribed()
+        if ended:
+            return False
+        return True if wanted <= subscribed else None
+
+    def _begin_wait(self, passed: Callable[[], None]) -> frozenset[str]:
+        """The topics a wait for SUBSCRIBE waits for; ``passed()`` runs (then a notice) once
+        the commands queued before it have run."""
+        wanted = frozenset(self._channels)
+
+        def barrier() -> None:
+            passed()
+            self._notice()
+
+        self._engine.after_queued(barrier)
+        return wanted
+
+
+def _name_of(callback: Callback | None) -> str:
+    if callback is None:
+        return "subscription"
+    name = getattr(callback, "__qualname__", None)
+    return name if isinstance(name, str) else type(callback).__qualname__
 
 
 class Consumer(BaseConsumer):
-    """A consumer of a :class:`pghub.Hub`: its callback runs in a thread of its own."""
+    """A consumer of a :class:`pghub.Hub`: its callback runs in a thread of its own.
+
+    Without a callback it is read instead (what :meth:`pghub.Hub.subscription` does).
+    """
 
     def __init__(
         self,
         engine: Engine,
-        callback: Callable[[Event], Any],
+        callback: Callback | None,
         *,
         queue_size: int,
         overflow: Overflow,
-        logger: logging.Logger,
-        name: str,
+        logger: Log,
+        hub_name: str,
+        keys: Keys | None = None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__(engine, callback, queue_size=queue_size, overflow=overflow, logger=logger)
+        super().__init__(
+            engine,
+            callback,
+            queue_size=queue_size,
+            overflow=overflow,
+            logger=logger,
+            keys=keys,
+            on_resync=on_resync,
+            name=name,
+        )
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        if callback is not None:
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(callback,),
+                name=f"pghub-{hub_name}-{self.name}",
+                daemon=True,
+            )
+            self._thread.start()
 
     def _wake(self) -> None:
         self._ready.set()
 
+    def _notice(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the final advisory has been delivered (not from the callback itself)."""
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        """Wait until the final advisory has been delivered (not from the callback itself;
+        at once for a consumer without a callback)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """Wait until every topic this consumer asked for is listened to (its SUBSCRIBE has
+        been given): an event committed from then on reaches it. True then; False after
+        ``timeout`` seconds, or at once if the consumer has ended (closed, or the hub
+        stopped). Safe from any thread, its own callback included."""
+        passed = threading.Event()
+        wanted = self._begin_wait(passed.set)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                settled = self._settled(wanted, passed.is_set())
+                if settled is not None:
+                    return settled
+                if deadline is None:
+                    self._changed.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """For a consumer without a callback: the next event or advisory, counted as for a
+        callback; None once the final advisory has been read. Raises TimeoutError when
+        nothing came within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._over:
+            event = self._pop_pending()
+            if event is not None:
+                return event
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._ready.wait(left):
+                raise TimeoutError(f"no event within {timeout} s")
+            self._ready.clear()
+            self._pending.extend(self._take())
+        return None
 
     def _wait_done(self, stoppers: Container[object]) -> None:
         """Wait for the final advisory, unless this thread is the waiter, or is itself waiting
         in ``stop()`` (two callbacks that stop the hub must not wait for each other)."""
         thread = self._thread
-        while thread.is_alive() and thread is not threading.current_thread():
+        while thread is not None and thread.is_alive() and thread is not threading.current_thread():
             if thread in stoppers:
                 return
             thread.join(0.05)
 
-    def _run(self) -> None:
-        callback = self._callback
-        assert callback is not None
-        while True:
+    def _run(self, callback: Callback) -> None:
+        while not self.finished:
             self._ready.wait()
             self._ready.clear()
-            for event in self._take():
-                if self._discards(event):
-                    continue
+            for function, argument in self._calls(self._take(), callback):
                 try:
-                    callback(event)
+                    function(argument)
                 except Exception:
-                    self._failed(event)
-                if self._done_with(event):
-                    return
+                    self._call_failed(function, argument)
+
+
+# --- subscriptions -----------------------------------------------------------------------------
+
+
+class SubscriptionReader:
+    """What a subscription makes of the events its consumer reads, sync or async alike.
+
+    Entering waits for every topic's SUBSCRIBE (or the final advisory), keeping what came
+    meanwhile; iterating yields ordinary events (advisories too with ``advisories``), logs a
+    lost OVERFLOW otherwise, and ends at the final advisory.
+    """
+
+    def __init__(self, channels: list[str], advisories: bool, log: Log) -> None:
+        self.advisories = advisories
+        self._log = log
+        self._waiting = set(channels)
+        self._held: deque[Event] = deque()
+        self.ended = False  # the final advisory has been read
+
+    def entering(self, event: Event) -> bool:
+        """An event read while entering (kept for the iteration); True once entered."""
+        self._held.append(event)
+        advisory = event.advisory
+        if advisory is None:
+            return False
+        if advisory.action is Action.SUBSCRIBE and advisory.topic is not None:
+            self._waiting.discard(advisory.topic)
+        return advisory.final or not self._waiting
+
+    def held(self) -> Event | None:
+        """An event kept while entering, not yet read."""
+        return self._held.popleft() if self._held else None
+
+    def pick(self, event: Event) -> Event | None:
+        """An event read while iterating: the one to yield, or None to read on."""
+        advisory = event.advisory
+        if advisory is None:
+            return event
+        if advisory.final:
+            self.ended = True
+        elif advisory.action is Action.OVERFLOW and not self.advisories:
+            self._log.warning("subscription lost %d events", advisory.lost)
+        return event if self.advisories else None

@@ -66,13 +66,13 @@ Invariants it keeps:
 from __future__ import annotations
 
 import enum
-import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from ._backoff import Backoff
+from ._log import HubLog, Log
 from ._options import HubOptions
 from ._outbox import Outgoing, notify_statement, take_batch
 from ._subscriptions import Subscriptions
@@ -236,14 +236,14 @@ class Core:
         options: HubOptions,
         *,
         name: str,
-        logger: logging.Logger,
+        logger: Log,
         on_confirm: OnConfirm,
         on_first_connect: OnFirstConnect,
         backoff: Backoff | None = None,
     ) -> None:
         self.options = options
         self.name = name
-        self.log = logger
+        self.log = HubLog(logger, name)
         self._on_confirm = on_confirm
         self._on_first_connect = on_first_connect
         self.counters = Counters()
@@ -332,6 +332,7 @@ class Core:
             statements = [f'LISTEN "{c}"' for c in listen]
             statements += [f'UNLISTEN "{c}"' for c in unlisten]
             query = "; ".join(statements).encode()
+            self.log.debug("sending %s", "; ".join(statements))
             self.command = Command(Kind.SUBS, deadline, query, listen=listen, unlisten=unlisten)
             return self.command
         if self.phase is Phase.LISTENING:
@@ -374,6 +375,7 @@ class Core:
         self._enter(Trigger.CONNECTED, Phase.LISTENING)
         self._heard_at = now
         self.backend_pid = backend_pid
+        self.log.debug("session up (backend pid %s): setting it up, then LISTEN", backend_pid)
         # Announced (and counted) once its LISTENs are in: see _announce.
         self._setup_pending = True
 
@@ -410,7 +412,7 @@ class Core:
             self._subscribed(command, errors, now)
         elif kind is Kind.SETUP and errors:
             # A server without the setting (or that forbids it) keeps its own: not fatal.
-            self.log.info("pghub hub %r: session setup: %s", self.name, errors[0].message)
+            self.log.info("session setup: %s", errors[0].message)
 
     def due(self, now: float) -> None:
         """Act on a deadline that has passed, if one has."""
@@ -490,6 +492,7 @@ class Core:
         if mailbox not in self._told_connect:
             return
         for channel in self._subs.unsubscribe(mailbox, channels):
+            self.log.debug("UNSUBSCRIBE %r to %r", channel, mailbox)
             mailbox.put_advisory(Advisory(Action.UNSUBSCRIBE, topic=channel))
 
     def close_mailbox(self, mailbox: MailboxLike) -> None:
@@ -511,6 +514,7 @@ class Core:
         self.state = "connecting" if not self._ever_connected else "disconnected"
         self.attempt += 1
         self._deadline = now + self.options.connect_timeout
+        self.log.debug("connecting (attempt %d)", self.attempt)
 
     def _connect_failed(self, reason: str, trigger: Trigger, now: float) -> None:
         self.backend_pid = None
@@ -519,15 +523,13 @@ class Core:
             self._enter(trigger, Phase.IDLE)
             return
         if not self._ever_connected and not self.options.retry_first_connect:
-            self.log.error("pghub hub %r: cannot connect: %s", self.name, reason)
+            self.log.error("cannot connect: %s", reason)
             self.stopping = True
             self._enter(trigger, Phase.IDLE)
             self._first_connect(FirstConnect.FAILED, reason)
             return
         delay = self._backoff.next_delay()
-        self.log.warning(
-            "pghub hub %r: cannot connect (%s); next attempt in %.1f s", self.name, reason, delay
-        )
+        self.log.warning("cannot connect (%s); next attempt in %.1f s", reason, delay)
         self._enter(trigger, Phase.BACKOFF)
         self._deadline = now + delay
 
@@ -548,7 +550,7 @@ class Core:
             # mailboxes already know the hub is not connected.
             self._connect_failed(reason, trigger, now)
             return
-        self.log.warning("pghub hub %r: connection lost: %s", self.name, reason)
+        self.log.warning("connection lost: %s", reason)
         self.counters.disconnects += 1
         for mailbox, told in self._told_connect.items():
             if told:
@@ -580,8 +582,7 @@ class Core:
             # and are not tried again on this session, so never in a loop. Mailboxes that
             # subscribed to them meanwhile hear them now.
             self.log.warning(
-                "pghub hub %r: UNLISTEN refused (%s: %s); not retried on this session",
-                self.name,
+                "UNLISTEN refused (%s: %s); not retried on this session",
                 error.sqlstate,
                 error.message,
             )
@@ -590,6 +591,11 @@ class Core:
             counters.listens += len(command.listen)
             counters.unlistens += len(command.unlisten)
             told = self._subs.applied(command.listen, command.unlisten)
+            self.log.debug(
+                "took effect: LISTEN %s, UNLISTEN %s",
+                command.listen or "-",
+                command.unlisten or "-",
+            )
         if self.phase is Phase.LISTENING:
             self._announce(told)
         else:
@@ -605,8 +611,7 @@ class Core:
             self._solo.extendleft(reversed(batch))
         else:
             self.log.warning(
-                "pghub hub %r: NOTIFY on %r refused (%s): %s",
-                self.name,
+                "NOTIFY on %r refused (%s): %s",
                 batch[0].channel,
                 errors[0].sqlstate,
                 errors[0].message,
@@ -622,9 +627,7 @@ class Core:
         self._ever_connected = True
         self.state = "connected"
         self._backoff.reset()
-        self.log.info(
-            "pghub hub %r: connected and listening (backend pid %s)", self.name, self.backend_pid
-        )
+        self.log.info("connected and listening (backend pid %s)", self.backend_pid)
         told_connect = self._told_connect
         for mailbox, told_before in told_connect.items():
             mailbox.put_advisory(_RECONNECT if told_before else _CONNECT)
@@ -636,6 +639,7 @@ class Core:
     def _tell_subscribed(self, told: list[tuple[MailboxLike, str]]) -> None:
         for mailbox, channel in told:
             self.counters.subscribes += 1
+            self.log.debug("SUBSCRIBE %r to %r", channel, mailbox)
             mailbox.put_advisory(Advisory(Action.SUBSCRIBE, topic=channel))
 
     def _first_connect(self, outcome: FirstConnect, reason: str) -> None:

@@ -14,7 +14,6 @@ has finished they act at once on the caller's thread, ordered by a lock against 
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import os
 import select
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from . import _fork
 from ._core import Core, FirstConnect, MailboxLike, OnConfirm, Phase
 from ._inbox import Inbox
+from ._log import HubLog, Log
 from ._options import HubOptions
 from ._outbox import Outgoing
 from ._router import Router
@@ -44,14 +44,14 @@ class Engine:
         conninfo: str,
         *,
         name: str,
-        logger: logging.Logger,
+        logger: Log,
         options: HubOptions,
         on_confirm: OnConfirm,
         on_started: Callable[[], None],
         on_finished: Callable[[], None],
     ) -> None:
         self.name = name
-        self.log = logger
+        self.log = HubLog(logger, name)
         self._conninfo = session_conninfo(
             conninfo, liveness_timeout=options.liveness_timeout, application_name=f"pghub:{name}"
         )
@@ -67,7 +67,14 @@ class Engine:
             on_confirm=on_confirm,
             on_first_connect=self._first_connect_settled,
         )
-        self._router = Router(self.core.routes, self.core.counters, name=name, logger=logger)
+        self._router = Router(
+            self.core.routes,
+            self.core.counters,
+            name=name,
+            logger=logger,
+            parse_float=options.parse_float,
+            parse_int=options.parse_int,
+        )
         self._inbox = Inbox()
         self._lock = threading.RLock()  # orders commands against the end (_finish)
         self._stop_requested = False
@@ -112,6 +119,11 @@ class Engine:
 
     def close_mailbox(self, mailbox: MailboxLike) -> None:
         self._call(self.core.close_mailbox, mailbox)
+
+    def after_queued(self, callback: Callable[[], None]) -> None:
+        """``callback()`` on the engine thread once every command queued before it has run
+        (at once on this thread once the engine has finished)."""
+        self._call(callback)
 
     def notify(self, item: Outgoing) -> None:
         self.notify_many((item,))
@@ -194,14 +206,14 @@ class Engine:
             self._sync_session()
             self._loop()
         except BaseException:
-            self.log.exception("pghub hub %r: engine failed; stopping", self.name)
+            self.log.exception("engine failed; stopping")
         finally:
             self._finish()
 
     def _loop(self) -> None:
         core = self.core
         while True:
-            self._inbox.run(self.log, self.name)
+            self._inbox.run(self.log)
             if self._stop_requested:
                 core.stop_requested()
             if core.may_finish():
@@ -284,7 +296,7 @@ class Engine:
         # The notifies queued by now, then the commands queued before them: a notify made
         # after subscribe() in one thread goes out after that LISTEN, stopping included.
         sendable = len(self.core.outbox)
-        self._inbox.run(self.log, self.name)
+        self._inbox.run(self.log)
         command = self.core.next_command(time.monotonic(), sendable)
         session = self._session
         if command is not None and session is not None:
@@ -309,7 +321,7 @@ class Engine:
             try:
                 self._router.route(notifies)
             except Exception:  # a bug here must not end the hub: say so and keep draining
-                self.log.exception("pghub hub %r: %d notifications lost", self.name, len(notifies))
+                self.log.exception("%d notifications lost", len(notifies))
         if finished and core.command is not None:
             core.results(session.results(), time.monotonic())
 
@@ -324,7 +336,7 @@ class Engine:
                 self._session.close()
                 self._session = None
             self.core.wind_down()
-            self._inbox.run(self.log, self.name)  # commands that came in before _done was set
+            self._inbox.run(self.log)  # commands that came in before _done was set
             self.core.stop_mailboxes()
         self._inbox.close()
         self.core.finished()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _registry
-from ._consumer import BaseConsumer
+from . import _log, _registry
+from ._consumer import BaseConsumer, keys_of
 from ._engine import Engine
+from ._log import HubLog
 from ._options import HubOptionArgs, HubOptions, Overflow
 from ._outbox import Outgoing
 from .events import Event
@@ -27,24 +28,81 @@ _hub_ids = itertools.count(1)
 _NOT_LIBPQ = {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
 
 
-def conninfo_of(target: Any) -> str:
+class PoolSettings(Protocol):
+    """What the hub reads of a ``psycopg_pool`` pool (``ConnectionPool``,
+    ``AsyncConnectionPool``): its connection settings, a str and a dict (or functions
+    returning them), never its connections."""
+
+    @property
+    def conninfo(self) -> object: ...
+
+    @property
+    def kwargs(self) -> object: ...
+
+
+def conninfo_of(target: str | PoolSettings) -> str:
     """A conninfo string, or the settings of a psycopg_pool pool (its connections are not used:
     a listener needs a session of its own, which a pool slot should not be held for)."""
     if isinstance(target, str):
         return target
-    conninfo = getattr(target, "conninfo", None)
-    kwargs = getattr(target, "kwargs", None)
-    if isinstance(conninfo, str):
+    conninfo = _resolved(getattr(target, "conninfo", None))
+    kwargs = _resolved(getattr(target, "kwargs", None)) or {}
+    if isinstance(conninfo, str) and isinstance(kwargs, dict):
         from psycopg.conninfo import make_conninfo
 
-        extra = {k: v for k, v in (kwargs or {}).items() if k not in _NOT_LIBPQ}
+        extra = {k: v for k, v in kwargs.items() if k not in _NOT_LIBPQ}
         return make_conninfo(conninfo, **extra)
     raise TypeError(
-        f"expected a conninfo string or a psycopg_pool pool, got {type(target).__name__}"
+        "expected a conninfo string or a psycopg_pool pool (conninfo a str, kwargs a dict),"
+        f" got {type(target).__name__}"
     )
 
 
+def _resolved(setting: object) -> object:
+    """A pool setting given as a function (psycopg_pool 3.3) is read once, now."""
+    return setting() if callable(setting) else setting
+
+
 EventLike = tuple[str, Any, Any] | Event
+
+
+@dataclass
+class Answer:
+    """What one ``notify`` or ``notify_many`` call is told once each of its events has been
+    answered: one answer for the call (True when every event committed), given to
+    :meth:`_resolve` (each hub's future) and to the ``confirm`` callback, each exactly once,
+    apart from each other: a future that cannot be set (cancelled, its loop closed) neither
+    skips nor breaks the callback."""
+
+    def __init__(self, events: int, confirm: Callable[[bool], Any] | None, log: HubLog) -> None:
+        self._left = events
+        self._ok = True
+        self._confirm = confirm
+        self._log = log
+        self._lock = threading.Lock()  # answers may come from the engine and a caller
+
+    def one(self, ok: bool) -> None:
+        """One event's answer."""
+        with self._lock:
+            self._ok = self._ok and ok
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self.settle()
+
+    def settle(self) -> None:
+        """The call's answer (every event answered, or none to send)."""
+        ok = self._ok
+        self._resolve(ok)
+        confirm, self._confirm = self._confirm, None
+        if confirm is not None:
+            try:
+                confirm(ok)
+            except Exception:
+                self._log.exception("confirm callback raised")
+
+    def _resolve(self, ok: bool) -> None:
+        raise NotImplementedError
 
 
 @dataclass
@@ -66,7 +124,7 @@ class _ConsumerFigures:
 class HubBase:
     def __init__(
         self,
-        conninfo_or_pool: Any,
+        conninfo_or_pool: str | PoolSettings,
         *,
         name: str | None = None,
         logger: logging.Logger | None = None,
@@ -75,11 +133,13 @@ class HubBase:
         """``options``: the fields of :class:`pghub._options.HubOptions` (docs/hub.md)."""
         self.options = HubOptions(**options)
         self.name = name if name is not None else f"hub{next(_hub_ids)}"
-        self.log = logger if logger is not None else logging.getLogger("pghub")
+        given = logger if logger is not None else logging.getLogger(_log.HUB)
+        #: Where the hub and its consumers log; every record carries ``pghub_hub``.
+        self.log = HubLog(given, self.name)
         self._engine = Engine(
             conninfo_of(conninfo_or_pool),
             name=self.name,
-            logger=self.log,
+            logger=given,
             options=self.options,
             on_confirm=self._confirmed,
             on_started=lambda: _registry.register(self),
@@ -114,19 +174,28 @@ class HubBase:
                     live.append(c)
             live.append(consumer)
             self._consumers = live
+        self.log.debug("consumer %r made", consumer.name)
         self._engine.add_mailbox(consumer.mailbox)
         if channels:
             consumer.subscribe(*channels)
 
-    def _queue_settings(self, queue_size: int | None, overflow: Overflow | None) -> dict[str, Any]:
-        """A consumer's queue bound and policy: its own, else the hub's."""
+    def _consumer_settings(
+        self,
+        queue_size: int | None,
+        overflow: Overflow | None,
+        keys: Iterable[Iterable[int]] | None,
+    ) -> dict[str, Any]:
+        """A consumer's queue bound and policy (its own, else the hub's) and key filter."""
         return {
             "queue_size": self.options.queue_size if queue_size is None else queue_size,
             "overflow": self.options.overflow if overflow is None else overflow,
+            "keys": keys_of(keys),
+            "logger": self.log,
         }
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
-        return Outgoing(channel(topic), encode_payload(key, value), group, confirm)
+        payload = encode_payload(key, value, default=self.options.default)
+        return Outgoing(channel(topic), payload, group, confirm)
 
     def _outgoing_many(self, events: Iterable[EventLike]) -> list[Outgoing]:
         """Validate and encode a whole batch before any of it is queued (no confirm yet:

@@ -9,11 +9,12 @@ costs one byte.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from ._log import Log
 
 
 class Inbox:
@@ -54,7 +55,7 @@ class Inbox:
                 pass
         self._pending = False
 
-    def run(self, log: logging.Logger, name: str) -> None:
+    def run(self, log: Log) -> None:
         """Run every queued command in order; one that raises is logged, not fatal."""
         commands = self._commands
         while commands:
@@ -62,7 +63,7 @@ class Inbox:
             try:
                 handler(*args)
             except Exception:
-                log.exception("pghub hub %r: command %s failed", name, handler.__name__)
+                log.exception("command %s failed", getattr(handler, "__name__", handler))
 
     def renew(self) -> None:
         """A socket pair of its own (in a child process made by fork())."""

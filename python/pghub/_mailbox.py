@@ -3,6 +3,10 @@
 The engine must never wait for a consumer (the server's notification queue would fill), so a
 full mailbox drops events by its policy and counts them; the consumer hears how many it lost
 in an OVERFLOW advisory before its next events. Advisories are never dropped.
+
+A mailbox also keeps what its consumer has been told about its topics (SUBSCRIBE, UNSUBSCRIBE,
+the final advisory) as the engine tells it, for waits on a subscription, and the consumer's
+key filter, which the router applies before it queues anything here.
 """
 
 from __future__ import annotations
@@ -16,19 +20,41 @@ from .events import Action, Advisory, Event
 
 _DISCONNECT = Advisory(Action.DISCONNECT)
 _RECONNECT = Advisory(Action.RECONNECT)
+_NOTICED = frozenset({Action.SUBSCRIBE, Action.UNSUBSCRIBE, Action.CLOSE, Action.STOP})
+
+Keys = frozenset[tuple[int, ...]]
 
 
 class Mailbox:
-    def __init__(self, size: int, overflow: Overflow, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        size: int,
+        overflow: Overflow,
+        wake: Callable[[], None],
+        *,
+        keys: Keys | None = None,
+        notice: Callable[[], None] | None = None,
+        name: str = "",
+    ) -> None:
         check_queue(size, overflow)
+        self.name = name  # its consumer's, for the log
         self.size = size
         self.overflow = overflow
+        #: Only events whose key is one of these are queued (None: every event); the router
+        #: reads it. Advisories always pass.
+        self.keys = keys
         self._wake = wake
+        self._notice = notice  # told after SUBSCRIBE, UNSUBSCRIBE and the final advisory
+        self._subscribed: set[str] = set()  # channels told SUBSCRIBE and not UNSUBSCRIBE
+        self._ended = False  # the final advisory has been put
         self._lock = threading.Lock()
         self._items: deque[Event] = deque()
         self._lost = 0  # dropped since the consumer last looked
         self.dropped = 0  # dropped in all
         self.high_water = 0
+
+    def __repr__(self) -> str:
+        return f"<Mailbox {self.name!r}>"
 
     def put_events(self, events: list[Event]) -> None:
         """Queue ordinary events, dropping by policy when full (engine thread)."""
@@ -74,10 +100,19 @@ class Mailbox:
         consumer that does not keep up with a flapping connection hears of it once, and its
         queue does not grow with every reconnect."""
         event = Event(None, (), advisory)
+        action = advisory.action
         with self._lock:
             items = self._items
             was_empty = not items
-            if advisory.action is Action.CLOSE:
+            topic = advisory.topic
+            if action is Action.SUBSCRIBE and topic is not None:
+                self._subscribed.add(topic)
+            elif action is Action.UNSUBSCRIBE and topic is not None:
+                self._subscribed.discard(topic)
+            elif advisory.final:
+                self._subscribed.clear()
+                self._ended = True
+            if action is Action.CLOSE:
                 items.clear()  # a closed consumer receives nothing more than its CLOSE
                 self._lost = 0
             elif (
@@ -91,6 +126,14 @@ class Mailbox:
             items.append(event)
         if was_empty:
             self._wake()
+        if self._notice is not None and action in _NOTICED:
+            self._notice()
+
+    def subscribed(self) -> tuple[frozenset[str], bool]:
+        """The channels its consumer has been told SUBSCRIBE for (and not UNSUBSCRIBE), and
+        whether it has been given its final advisory (any thread)."""
+        with self._lock:
+            return frozenset(self._subscribed), self._ended
 
     def take(self) -> tuple[deque[Event], int]:
         """Everything queued, and how many events were lost before them (consumer side)."""

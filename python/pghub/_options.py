@@ -9,8 +9,9 @@ default or a bound. A consumer's own ``queue_size``/``overflow`` are checked her
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("drop_oldest", "drop_newest")
@@ -22,6 +23,7 @@ MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
 
 _SECONDS = ("connect_timeout", "liveness_timeout", "reconnect_delay", "reconnect_max_delay")
 _COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars")
+_HOOKS = ("default", "parse_float", "parse_int")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class HubOptions:
     send_queue_size: int = 100_000
     batch_max_notifies: int = 1000
     batch_max_chars: int = 1_000_000
+    # JSON hooks, as json.dumps(default=) and json.loads(parse_float=, parse_int=): they change
+    # the Python values on each side, never a byte of the wire format.
+    default: Callable[[Any], Any] | None = None
+    parse_float: Callable[[str], Any] | None = None
+    parse_int: Callable[[str], Any] | None = None
 
     def __post_init__(self) -> None:
         for name in _SECONDS:
@@ -60,6 +67,10 @@ class HubOptions:
         for name in _COUNTS:
             _at_least_one(name, getattr(self, name))
         check_queue(self.queue_size, self.overflow)
+        for name in _HOOKS:
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be a function or None, got {hook!r}")
 
 
 class HubOptionArgs(TypedDict, total=False):
@@ -76,6 +87,9 @@ class HubOptionArgs(TypedDict, total=False):
     send_queue_size: int
     batch_max_notifies: int
     batch_max_chars: int
+    default: Callable[[Any], Any] | None
+    parse_float: Callable[[str], Any] | None
+    parse_int: Callable[[str], Any] | None
 
 
 def check_queue(queue_size: int, overflow: Overflow) -> None:

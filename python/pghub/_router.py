@@ -3,20 +3,27 @@
 This is the one per-event loop of the hub, so it stays apart from the core's decisions and
 reads the core's routing table (:attr:`pghub._core.Core.routes`, channel -> mailboxes told
 SUBSCRIBE) as it is, with no call into the core per event.
+
+A mailbox with a key filter (its ``keys``, a frozenset of keys) gets only the events whose key
+is in it, filtered here before any copy is made for it; mailboxes without one cost nothing
+more. The hub's number hooks (``parse_float``, ``parse_int``) are given to the decoder; a
+notification that a hook cannot read is counted invalid, like one that fails to decode.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ._core import Counters, MailboxLike
+from ._log import HubLog, Log
 from .errors import InvalidPayload
 from .events import Event
 from .wire import decode_payload
 
 _Copy = Callable[[Any], Any]
+_Keys = frozenset[tuple[int, ...]]
 
 
 class Notification(Protocol):
@@ -75,12 +82,19 @@ class Router:
         counters: Counters,
         *,
         name: str,
-        logger: logging.Logger,
+        logger: Log,
+        parse_float: Callable[[str], Any] | None = None,
+        parse_int: Callable[[str], Any] | None = None,
     ) -> None:
         self._routes = routes
         self._counters = counters
         self._name = name
-        self._log = logger
+        self._log = HubLog(logger, name)
+        self._decode: Callable[[str], tuple[tuple[int, ...], Any]] = decode_payload
+        if parse_float is not None or parse_int is not None:
+            self._decode = functools.partial(
+                decode_payload, parse_float=parse_float, parse_int=parse_int
+            )
 
     def route(self, notifies: Sequence[Notification]) -> None:
         """Decode each notification once and hand it to the mailboxes of its channel.
@@ -90,6 +104,7 @@ class Router:
         """
         routes = self._routes
         counters = self._counters
+        decode = self._decode
         new = tuple.__new__  # Event(...) without the named tuple's Python-level __new__
         runs: list[tuple[str, list[Event], list[_Copy | None]]] = []
         run_channel = None
@@ -101,12 +116,18 @@ class Router:
             if mailboxes is None:
                 continue  # left over from an UNLISTEN, or a channel nobody wants any more
             try:
-                payload = n.extra.decode()
-                key, value = decode_payload(payload)
+                key, value = decode(n.extra.decode())
             except (InvalidPayload, UnicodeDecodeError) as exc:
                 counters.invalid_payloads += 1
+                self._log.warning("invalid payload on %r: %s", channel, exc)
+                continue
+            except Exception as exc:  # a parse_float/parse_int of the caller's raised
+                counters.invalid_payloads += 1
                 self._log.warning(
-                    "pghub hub %r: invalid payload on %r: %s", self._name, channel, exc
+                    "invalid payload on %r: a decode hook raised %s: %s",
+                    channel,
+                    type(exc).__name__,
+                    exc,
                 )
                 continue
             counters.events_received += 1
@@ -119,15 +140,24 @@ class Router:
         for channel, events, copiers in runs:
             mutable = any(copiers)
             for i, mailbox in enumerate(routes[channel]):
+                keys: _Keys | None = getattr(mailbox, "keys", None)  # test doubles have none
+                if keys is None:
+                    theirs, their_copiers = events, copiers
+                else:
+                    picked = [k for k, e in enumerate(events) if e[1] in keys]
+                    if not picked:
+                        continue
+                    theirs = [events[k] for k in picked]
+                    their_copiers = [copiers[k] for k in picked]
                 if i and mutable:
                     # Each mailbox gets its own copy of a mutable value: none can change
                     # what another receives.
                     mine = [
                         e if c is None else new(Event, (e[0], e[1], c(e[2])))
-                        for e, c in zip(events, copiers, strict=True)
+                        for e, c in zip(theirs, their_copiers, strict=True)
                     ]
                 else:
-                    mine = events
+                    mine = theirs
                 box = pending.get(mailbox)
                 if box is None:
                     pending[mailbox] = mine if len(runs) == 1 else list(mine)

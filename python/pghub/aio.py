@@ -10,20 +10,22 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import logging
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._consumer import BaseConsumer, channels_of
-from ._hubbase import EventLike, HubBase
+from ._consumer import BaseConsumer, Resync, SubscriptionReader, channels_of
+from ._hubbase import Answer, EventLike, HubBase
+from ._log import HubLog
+from ._mailbox import Keys as KeySet
 from ._options import Overflow
 from ._outbox import Outgoing
-from .events import Action, Event
+from .events import Event
 
 T = TypeVar("T")
 Confirm = Callable[[bool], Any]
+Keys = Iterable[Iterable[int]]
 
 
 class AsyncConsumer(BaseConsumer):
@@ -39,15 +41,25 @@ class AsyncConsumer(BaseConsumer):
         *,
         queue_size: int,
         overflow: Overflow,
+        logger: HubLog,
+        keys: KeySet | None = None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
-            hub._engine, callback, queue_size=queue_size, overflow=overflow, logger=hub.log
+            hub._engine,
+            callback,
+            queue_size=queue_size,
+            overflow=overflow,
+            logger=logger,
+            keys=keys,
+            on_resync=on_resync,
+            name=name,
         )
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pending: deque[Event] = deque()  # taken, not yet read (no callback)
-        self._over = False  # its final advisory has been read (no callback)
         if callback is not None:
             self._task = self._loop.create_task(self._run(callback), name="pghub-consumer")
 
@@ -55,24 +67,40 @@ class AsyncConsumer(BaseConsumer):
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to deliver to
             self._loop.call_soon_threadsafe(self._ready.set)
 
-    def close(self) -> None:
-        super().close()
-        if self._task is None:
-            self.finished = True  # read by nobody from now on: its hub may forget it
+    def _notice(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """:meth:`pghub.Consumer.wait_subscribed`, awaited on the consumer's loop."""
+        passed = False
+
+        def ran() -> None:
+            nonlocal passed
+            passed = True
+
+        wanted = self._begin_wait(ran)
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            self._changed.clear()  # before looking: a later change sets it again
+            settled = self._settled(wanted, passed)
+            if settled is not None:
+                return settled
+            left = None if deadline is None else deadline - self._loop.time()
+            if left is not None and left <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
 
     async def next_event(self) -> Event | None:
         """For a consumer without a callback (what a :class:`Subscription` reads): the next
         event or advisory, counted and discarded as for a callback; None once the final
         advisory has been read."""
-        pending = self._pending
         while not self._over:
-            while not pending:
-                pending.extend(await self._next_batch())
-            event = pending.popleft()
-            if self._discards(event):
-                continue
-            self._over = self._done_with(event)
-            return event
+            event = self._pop_pending()
+            if event is not None:
+                return event
+            self._pending.extend(await self._next_batch())
         return None
 
     async def _next_batch(self) -> deque[Event]:
@@ -110,22 +138,18 @@ class AsyncConsumer(BaseConsumer):
                 self.finished = True
 
     async def _deliver(self, callback: Callable[[Event], Any]) -> None:
-        while True:
-            for event in await self._next_batch():
-                if self._discards(event):
-                    continue
+        while not self.finished:
+            for function, argument in self._calls(await self._next_batch(), callback):
                 try:
-                    result = callback(event)
+                    result = function(argument)
                     if inspect.isawaitable(result):
                         await result
                 except asyncio.CancelledError:
                     if _being_cancelled():
                         raise
-                    self._failed(event)  # the callback's own (it awaited something cancelled)
+                    self._call_failed(function, argument)  # it awaited something cancelled
                 except Exception:
-                    self._failed(event)
-                if self._done_with(event):
-                    return
+                    self._call_failed(function, argument)
 
 
 class Subscription:
@@ -138,39 +162,28 @@ class Subscription:
     def __init__(self, hub: AsyncHub, topics: tuple[str, ...], advisories: bool, **kw: Any):
         self._hub = hub
         self._channels = channels_of(topics)
-        self._advisories = advisories
+        self._reader = SubscriptionReader(self._channels, advisories, hub.log)
         self._kw = kw
         self._consumer: AsyncConsumer | None = None
-        self._buffer: deque[Event] = deque()
-        self._ended = False
+
+    @property
+    def consumer(self) -> AsyncConsumer | None:
+        """The consumer it reads (made on entering)."""
+        return self._consumer
 
     async def __aenter__(self) -> Subscription:
         consumer = self._hub._make_consumer(None, [], **self._kw)
         self._consumer = consumer
         try:
-            await self._enter(consumer)
+            consumer.subscribe(*self._channels)
+            while not self._reader.entering(await self._read(consumer)):
+                pass
         except BaseException:
             # Cancelled (or failed) before the block was entered: __aexit__ will not run, and
             # a consumer nobody reads would stay subscribed, fill up and outlive stop().
             self.close()
             raise
         return self
-
-    async def _enter(self, consumer: AsyncConsumer) -> None:
-        """Wait until every topic is listened to (or the final advisory), keeping what came."""
-        consumer.subscribe(*self._channels)
-        waiting = set(self._channels)
-        held: list[Event] = []
-        while waiting:
-            event = await self._next_raw()
-            advisory = event.value if event.topic is None else None
-            if advisory is not None and advisory.action is Action.SUBSCRIBE:
-                waiting.discard(advisory.topic)
-            if advisory is not None and advisory.final:
-                self._buffer.appendleft(event)
-                break
-            held.append(event)
-        self._buffer.extendleft(reversed(held))
 
     async def __aexit__(
         self,
@@ -188,27 +201,22 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        while True:
-            if self._ended:
-                raise StopAsyncIteration
-            event = await self._next_raw()
-            if event.topic is not None:
-                return event
-            advisory = event.value
-            if advisory.final:
-                self._ended = True
-            elif advisory.action is Action.OVERFLOW and not self._advisories:
-                self._hub.log.warning("pghub: subscription lost %d events", advisory.lost)
-            if self._advisories:
-                return event
-
-    async def _next_raw(self) -> Event:
         consumer = self._consumer
         assert consumer is not None, "use 'async with hub.subscription(...)'"
-        if self._buffer:
-            return self._buffer.popleft()
+        reader = self._reader
+        while not reader.ended:
+            event = reader.held()
+            if event is None:
+                event = await self._read(consumer)
+            picked = reader.pick(event)
+            if picked is not None:
+                return picked
+        raise StopAsyncIteration
+
+    @staticmethod
+    async def _read(consumer: AsyncConsumer) -> Event:
         event = await consumer.next_event()
-        assert event is not None, "read after the final advisory"  # _ended stops that
+        assert event is not None, "read after the final advisory"  # reader.ended stops that
         return event
 
 
@@ -272,10 +280,20 @@ class AsyncHub(HubBase):
         *topics: str,
         queue_size: int | None = None,
         overflow: Overflow | None = None,
+        keys: Keys | None = None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> AsyncConsumer:
-        """A new consumer; ``callback`` may be a coroutine function. Call from the event loop."""
+        """A new consumer; ``callback`` and ``on_resync`` may be coroutine functions (see
+        :meth:`pghub.Hub.consumer`). Call from the event loop."""
         return self._make_consumer(
-            callback, channels_of(topics), queue_size=queue_size, overflow=overflow
+            callback,
+            channels_of(topics),
+            queue_size=queue_size,
+            overflow=overflow,
+            keys=keys,
+            on_resync=on_resync,
+            name=name,
         )
 
     def subscription(
@@ -284,9 +302,12 @@ class AsyncHub(HubBase):
         advisories: bool = False,
         queue_size: int | None = None,
         overflow: Overflow | None = None,
+        keys: Keys | None = None,
     ) -> Subscription:
         """An async iterator over the events of ``topics`` (use with ``async with``)."""
-        return Subscription(self, topics, advisories, queue_size=queue_size, overflow=overflow)
+        return Subscription(
+            self, topics, advisories, queue_size=queue_size, overflow=overflow, keys=keys
+        )
 
     def _make_consumer(
         self,
@@ -295,8 +316,12 @@ class AsyncHub(HubBase):
         *,
         queue_size: int | None,
         overflow: Overflow | None,
+        keys: Keys | None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> AsyncConsumer:
-        consumer = AsyncConsumer(self, callback, **self._queue_settings(queue_size, overflow))
+        settings = self._consumer_settings(queue_size, overflow, keys)
+        consumer = AsyncConsumer(self, callback, **settings, on_resync=on_resync, name=name)
         self._adopt(consumer, channels)
         return consumer
 
@@ -311,7 +336,7 @@ class AsyncHub(HubBase):
         """Send an event; bad input raises here. The future's result is True once committed,
         False if it was not sent. Awaiting it is optional; ``confirm(ok)`` runs once on this
         loop with the same answer, whether or not the future is awaited or cancelled."""
-        answer = _Answer(self, confirm, 1)
+        answer = _Answer(1, confirm, self.log)
         self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer))
         return answer.future
 
@@ -321,7 +346,7 @@ class AsyncHub(HubBase):
         """Send a batch together; the future is True once every event is committed, and
         ``confirm`` runs once with the same answer."""
         items = self._outgoing_many(events)
-        answer = _Answer(self, confirm, len(items))
+        answer = _Answer(len(items), confirm, self.log)
         self._engine.notify_many([item._replace(confirm=answer) for item in items])
         if not items:
             answer.settle()  # nothing to send, nothing that failed
@@ -343,38 +368,19 @@ class AsyncHub(HubBase):
                 _answer_all(answers, ok)
 
 
-class _Answer:
-    """What one ``notify`` or ``notify_many`` call is told once each of its events has been
-    answered: its future and its ``confirm`` callback, settled apart from each other, so
-    that a cancelled future (``wait_for`` timing out on it) neither skips nor breaks the
-    callback, and nothing is set on a future that is already done."""
+class _Answer(Answer):
+    """A call's answer as a future of the loop that called ``notify``, set on that loop
+    (answers come there; on the engine's thread once the loop is closed). A future that is
+    already done (cancelled by ``wait_for`` timing out on it) is left alone."""
 
-    def __init__(self, hub: AsyncHub, confirm: Confirm | None, events: int) -> None:
+    def __init__(self, events: int, confirm: Confirm | None, log: HubLog) -> None:
+        super().__init__(events, confirm, log)
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[bool] = self.loop.create_future()
-        self._confirm = confirm
-        self._log: logging.Logger = hub.log
-        self._hub_name = hub.name
-        self._left = events
-        self._ok = True
 
-    def one(self, ok: bool) -> None:
-        """One event's answer (on the loop; on the engine's thread once the loop is closed)."""
-        self._ok = self._ok and ok
-        self._left -= 1
-        if self._left == 0:
-            self.settle()
-
-    def settle(self) -> None:
-        ok = self._ok
+    def _resolve(self, ok: bool) -> None:
         if not self.future.done() and not self.loop.is_closed():
             self.future.set_result(ok)
-        confirm, self._confirm = self._confirm, None
-        if confirm is not None:
-            try:
-                confirm(ok)
-            except Exception:
-                self._log.exception("pghub hub %r: confirm callback raised", self._hub_name)
 
 
 def _answer_all(answers: list[_Answer], ok: bool) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from ._consumer import Consumer, channels_of
-from ._hubbase import EventLike, HubBase
+from ._consumer import Consumer, Resync, SubscriptionReader, channels_of
+from ._hubbase import Answer, EventLike, HubBase
+from ._log import HubLog
 from ._options import Overflow
 from ._outbox import Outgoing
 from .errors import ConnectFailed, HubStopped
 from .events import Event
 
 Confirm = Callable[[bool], None]
+Keys = Iterable[Iterable[int]]
 
 
 class Hub(HubBase):
@@ -82,16 +86,66 @@ class Hub(HubBase):
         *topics: str,
         queue_size: int | None = None,
         overflow: Overflow | None = None,
+        keys: Keys | None = None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
     ) -> Consumer:
-        """A new consumer calling ``callback(event)`` for its events and advisories."""
-        channels = channels_of(topics)
+        """A new consumer calling ``callback(event)`` for its events and advisories, in a
+        thread of its own. ``keys``: only events with one of these keys (advisories always).
+        ``on_resync(topics)``: called in that thread when what it holds of ``topics`` may be
+        stale (docs/hub.md, Resync). ``name``: for the log (default: the callback's)."""
+        return self._make_consumer(
+            callback,
+            channels_of(topics),
+            queue_size=queue_size,
+            overflow=overflow,
+            keys=keys,
+            on_resync=on_resync,
+            name=name,
+        )
+
+    def subscription(
+        self,
+        *topics: str,
+        advisories: bool = False,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+        keys: Keys | None = None,
+        timeout: float | None = None,
+    ) -> SyncSubscription:
+        """A blocking iterator over the events of ``topics`` (use with ``with``), entered once
+        every topic is listened to. ``timeout``: how long entering, and each step of the
+        iteration, may wait before TimeoutError (None: no bound)."""
+        return SyncSubscription(
+            self,
+            topics,
+            advisories,
+            timeout,
+            queue_size=queue_size,
+            overflow=overflow,
+            keys=keys,
+        )
+
+    def _make_consumer(
+        self,
+        callback: Callable[[Event], Any] | None,
+        channels: list[str],
+        *,
+        queue_size: int | None,
+        overflow: Overflow | None,
+        keys: Keys | None,
+        on_resync: Resync | None = None,
+        name: str | None = None,
+    ) -> Consumer:
+        settings = self._consumer_settings(queue_size, overflow, keys)
         self._engine.refuse_if_forked()  # before its thread starts
         consumer = Consumer(
             self._engine,
             callback,
-            logger=self.log,
-            **self._queue_settings(queue_size, overflow),
-            name=f"pghub-{self.name}-consumer",
+            **settings,
+            hub_name=self.name,
+            on_resync=on_resync,
+            name=name,
         )
         self._adopt(consumer, channels)
         return consumer
@@ -103,44 +157,140 @@ class Hub(HubBase):
         value: Any = None,
         *,
         confirm: Confirm | None = None,
-    ) -> None:
-        """Send an event. Bad input raises here; ``confirm(True)`` follows the commit,
-        ``confirm(False)`` means it was not sent (stopped, or refused by the server)."""
-        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), confirm))
+    ) -> concurrent.futures.Future[bool]:
+        """Send an event. Bad input raises here. The future's result is True once committed,
+        False if it was not sent (stopped, or refused by the server); ``confirm(ok)`` runs
+        once with the same answer, on the hub's engine thread."""
+        answer = _SyncAnswer(1, confirm, self.log)
+        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer.one))
+        return answer.future
 
-    def notify_many(self, events: Iterable[EventLike], *, confirm: Confirm | None = None) -> None:
+    def notify_many(
+        self, events: Iterable[EventLike], *, confirm: Confirm | None = None
+    ) -> concurrent.futures.Future[bool]:
         """Send a batch of ``(topic, key, value)`` events together. Nothing is queued unless
-        every event is valid; ``confirm`` is called once: True when every event committed."""
+        every event is valid; the future (and ``confirm``, once) is True when every event
+        committed."""
         items = self._outgoing_many(events)
-        if confirm is not None and items:
-            whole = _WholeBatch(len(items), confirm)
-            items = [item._replace(confirm=whole.one) for item in items]
-        self._engine.notify_many(items)  # raises HubStopped after stop(), even for no events
-        if confirm is not None and not items:
-            confirm(True)  # nothing to send, nothing that failed
+        answer = _SyncAnswer(len(items), confirm, self.log)
+        self._engine.notify_many([item._replace(confirm=answer.one) for item in items])
+        if not items:  # raises HubStopped above after stop(), even for no events
+            answer.settle()  # nothing to send, nothing that failed
+        return answer.future
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
         for item in items:
-            if item.confirm is not None:
+            item.confirm(ok)
+
+
+class _SyncAnswer(Answer):
+    """A call's answer as a ``concurrent.futures.Future``, set where the answer comes (the
+    engine thread). It is marked running at once: a queued notify cannot be called back, so
+    ``cancel()`` says False."""
+
+    def __init__(self, events: int, confirm: Confirm | None, log: HubLog) -> None:
+        super().__init__(events, confirm, log)
+        self.future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self.future.set_running_or_notify_cancel()
+
+    def _resolve(self, ok: bool) -> None:
+        self.future.set_result(ok)
+
+
+class SyncSubscription:
+    """``with hub.subscription("a") as sub: for event in sub``.
+
+    Entering waits until every topic is listened to; iterating blocks for the next ordinary
+    event (advisories too with ``advisories=True``) and ends when the hub stops or on close.
+    ``get(timeout)`` reads one event with a bound of its own.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        topics: tuple[str, ...],
+        advisories: bool,
+        timeout: float | None,
+        **settings: Any,
+    ) -> None:
+        self._hub = hub
+        self._channels = channels_of(topics)
+        self._reader = SubscriptionReader(self._channels, advisories, hub.log)
+        self._timeout = timeout
+        self._settings = settings
+        self._consumer: Consumer | None = None
+
+    @property
+    def consumer(self) -> Consumer | None:
+        """The consumer it reads (made on entering)."""
+        return self._consumer
+
+    def __enter__(self) -> SyncSubscription:
+        consumer = self._hub._make_consumer(None, [], **self._settings)
+        self._consumer = consumer
+        try:
+            consumer.subscribe(*self._channels)
+            deadline = _deadline(self._timeout)
+            while not self._reader.entering(self._read(consumer, deadline)):
+                pass
+        except TimeoutError:
+            self.close()
+            raise TimeoutError(
+                f"subscription {self._channels}: not listened to within {self._timeout} s"
+            ) from None
+        except BaseException:
+            self.close()  # a consumer nobody reads would stay subscribed and fill up
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def __iter__(self) -> SyncSubscription:
+        return self
+
+    def __next__(self) -> Event:
+        event = self.get(self._timeout)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event (or advisory, with ``advisories=True``); None once the subscription
+        has ended (the hub stopped, or it was closed). Raises TimeoutError when none came
+        within ``timeout`` seconds; the subscription goes on."""
+        consumer = self._consumer
+        assert consumer is not None, "use 'with hub.subscription(...)'"
+        reader = self._reader
+        deadline = _deadline(timeout)
+        while not reader.ended:
+            event = reader.held()
+            if event is None:
                 try:
-                    item.confirm(ok)
-                except Exception:
-                    self.log.exception("pghub hub %r: confirm callback raised", self.name)
+                    event = self._read(consumer, deadline)
+                except TimeoutError:
+                    raise TimeoutError(f"no event within {timeout} s") from None
+            picked = reader.pick(event)
+            if picked is not None:
+                return picked
+        return None
+
+    @staticmethod
+    def _read(consumer: Consumer, deadline: float | None) -> Event:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        event = consumer.next_event(left)
+        assert event is not None, "read after the final advisory"  # reader.ended stops that
+        return event
 
 
-class _WholeBatch:
-    """Turns one answer per event into one answer for the batch."""
-
-    def __init__(self, size: int, confirm: Confirm) -> None:
-        self._left = size
-        self._ok = True
-        self._confirm = confirm
-        self._lock = threading.Lock()
-
-    def one(self, ok: bool) -> None:
-        with self._lock:
-            self._ok = self._ok and ok
-            self._left -= 1
-            done = self._left == 0
-        if done:
-            self._confirm(self._ok)
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub._core",),  # the decisions, without I/O
     ("pghub._subscriptions", "pghub._outbox", "pghub._mailbox", "pghub._backoff", "pghub.wire"),
     ("pghub._jsonread",),  # the JSON part of a payload, read strictly
-    ("pghub._canonical", "pghub._options", "pghub.stats", "pghub.events"),
+    ("pghub._canonical", "pghub._options", "pghub.stats", "pghub.events", "pghub._log"),
     ("pghub.errors",),
 ]
 # Above the library: they may import any of it, it imports none of them.

@@ -147,19 +147,16 @@ def redact(text: str, *conninfos: str | None) -> str:
 class LogFormatter(logging.Formatter):
     """The hub's log records as the command's own lines: ``pghub listen: connection lost: ...``.
 
-    The hub names itself in every record (``pghub hub 'pghub-listen': ...``); under the
-    command's prefix that would say pghub twice. A record with an exception gets its last line,
-    not a traceback.
+    (The hub's name is in the record's ``pghub_hub``, not its message: the command runs one hub.)
+    A record with an exception gets its last line, not a traceback.
     """
-
-    _HUB_PREFIX = re.compile(r"^pghub hub '[^']*': ")
 
     def __init__(self, command: str) -> None:
         super().__init__()
         self.command = command
 
     def format(self, record: logging.LogRecord) -> str:
-        text = self._HUB_PREFIX.sub("", record.getMessage())
+        text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += f": {type(record.exc_info[1]).__name__}: {first_line(record.exc_info[1])}"
         return shorten(redact(f"pghub {self.command}: {text}"))

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from types import FrameType
 
 from ..errors import ConnectFailed, InvalidTopic
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             with_timeout(conninfo, args.connect_timeout),
             name="pghub-listen",
             connect_timeout=args.connect_timeout,
+            parse_float=Decimal,  # printed as sent: 1.50 stays 1.50, 0.1 + 17 digits exact
         )
         try:
             try:

@@ -117,7 +117,9 @@ def _log_as(command: str) -> None:
 def _reported_anyway(record: logging.LogRecord) -> bool:
     """False for the hub's first failed connect: hub.start() raises it, and the command
     reports that error itself."""
-    return not (record.levelno == logging.ERROR and ": cannot connect: " in record.getMessage())
+    return not (
+        record.levelno == logging.ERROR and record.getMessage().startswith("cannot connect: ")
+    )
 
 
 class _Parser(argparse.ArgumentParser):

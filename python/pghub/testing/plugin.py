@@ -91,7 +91,7 @@ def pghub_hub(
     errors = hub.stats().callback_errors
     if errors and request.node.get_closest_marker(ALLOW_CALLBACK_ERRORS) is None:
         pytest.fail(
-            f"pghub_hub: {errors} consumer callback call(s) raised (logged on the 'pghub'"
+            f"pghub_hub: {errors} consumer callback call(s) raised (logged on the 'pghub.hub'"
             f" logger); mark the test {ALLOW_CALLBACK_ERRORS} if that is expected",
             pytrace=False,
         )
