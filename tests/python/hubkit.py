@@ -1,8 +1,12 @@
-"""Helpers for the hub's tests: recording callbacks with bounded waits, and server-side tools.
+"""Helpers for the hub's tests, in one place: recording callbacks with bounded waits, bounded
+calls (threads and coroutines), server-side tools, hubs that never outlive their test, and
+the faults' helpers (the hub's session found by name, a link cut, events that must flow).
 
 A :class:`Recorder` is a consumer callback that keeps everything it receives. Its waits
 are bounded: when the awaited thing does not come, they fail with an AssertionError that
 lists what did come, so a lost event fails fast and explains itself.
+
+The fixtures built on these (``hubs``, ``proxy``) are in ``conftest.py`` beside this module.
 """
 
 from __future__ import annotations
@@ -10,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
+import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import psycopg
 
 import pghub
 from pghub import Action, Advisory, Event
+from pghub.testing import FaultProxy
 
 T = TypeVar("T")
 
@@ -312,6 +319,57 @@ def wait_until(
         time.sleep(0.01)
 
 
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run a test coroutine to the end on a loop of its own, or fail after ``timeout`` s."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float = DEFAULT_TIMEOUT) -> T:
+    """Await ``awaitable``, or fail (asyncio.TimeoutError) after ``timeout`` seconds."""
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+async def settle(
+    what: str, check: Callable[[], bool], show: Callable[[], Any], timeout: float = 5.0
+) -> None:
+    """Wait until ``check()`` holds, or fail saying what was seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; seen {show()}")
+        await asyncio.sleep(0.01)
+
+
+class LoopWatch:
+    """Collects whatever reaches the running loop's exception handler."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(self._report)
+
+    def _report(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.reports.append(context)
+
+    async def assert_silent(self) -> None:
+        # "Future exception was never retrieved" and "Task was destroyed but it is pending"
+        # are reported when the object is collected: collect, and let callbacks run.
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0.01)
+        shown = [f"{c.get('message')}: {c.get('exception')!r}" for c in self.reports]
+        assert not self.reports, f"{len(self.reports)} reports to the loop: {shown[:5]}"
+
+
+# --- consumers ---
+
+
+def subscribed(rec: Recorder, *topics: str, timeout: float = 5.0) -> None:
+    """Wait for the SUBSCRIBE advisory of every topic (channel forms)."""
+    for topic in topics:
+        rec.wait_advisory(Action.SUBSCRIBE, topic, timeout=timeout)
+
+
 # --- the server side ---
 
 
@@ -373,3 +431,66 @@ class HubPool:
     def stop_all(self, timeout: float = 20.0) -> None:
         for hub in self.hubs:
             within(timeout, hub.stop)
+
+
+# --- faults: the hub's session found and cut, and events that must flow again ---
+
+HUB_APP = "pghub_fault_hub"  # application_name of the hub's session, to find it on the server
+FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.5}
+
+
+def free_port() -> int:
+    """A TCP port on which nothing listens (bound, then closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def named(dsn: str) -> str:
+    """``dsn`` with the application_name :func:`hub_pids` looks for."""
+    return psycopg.conninfo.make_conninfo(dsn, application_name=HUB_APP)
+
+
+def hub_pids(conn: psycopg.Connection[Any]) -> list[int]:
+    """Pids of the sessions on ``conn``'s database opened with :func:`named`."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = %s",
+        (HUB_APP,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def echo_on_reconnect(conn: psycopg.Connection[Any], topic: str) -> Recorder:
+    """A recorder that, on RECONNECT, has another session notify ``topic`` at once.
+
+    If RECONNECT came before the topic was listened to again, that event would be lost.
+    """
+    lock = threading.Lock()
+    count = 0
+
+    def then(event: Event) -> None:
+        nonlocal count
+        advisory = event.advisory
+        if advisory is not None and advisory.action is Action.RECONNECT:
+            with lock:
+                count += 1
+                send_raw(conn, topic, f"e{1000 + count}")
+
+    return Recorder("echo", then=then)
+
+
+def assert_flows(hub: pghub.Hub, rec: Recorder, conn: psycopg.Connection[Any], topic: str) -> None:
+    """Events flow both ways: from another session and from the hub itself."""
+    already = len(rec.events())
+    send_raw(conn, topic, "e7001")
+    hub.notify(topic, [7002])
+    got = rec.wait_events(already + 2, timeout=10)[already:]
+    assert [e.key for e in got] == [(7001,), (7002,)]
+
+
+def refuse_and_kill(proxy: FaultProxy, rec: Recorder) -> None:
+    """Cut the hub off: new connections refused, the live one reset; wait for DISCONNECT."""
+    proxy.refuse()
+    proxy.reset()
+    rec.wait_advisory(Action.DISCONNECT, timeout=5)

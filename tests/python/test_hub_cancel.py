@@ -15,75 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
-import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 import pytest
-from hubkit import AsyncRecorder
+from hubkit import AsyncRecorder, LoopWatch, bounded, free_port, run, settle
 
 import pghub
 from pghub import Action, Event
 from pghub.testing import FaultProxy
 
-T = TypeVar("T")
 TASKS = 300
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def bounded(awaitable: Awaitable[T], timeout: float = 10.0) -> T:
-    return await asyncio.wait_for(awaitable, timeout)
-
-
-@pytest.fixture
-def proxy() -> Iterator[FaultProxy]:
-    with FaultProxy(lifetime=120) as p:
-        yield p
-
-
-class LoopWatch:
-    """Collects whatever reaches the running loop's exception handler."""
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        asyncio.get_running_loop().set_exception_handler(self._report)
-
-    def _report(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        self.reports.append(context)
-
-    async def assert_silent(self) -> None:
-        # "Future exception was never retrieved" and "Task was destroyed but it is pending"
-        # are reported when the object is collected: collect, and let callbacks run.
-        for _ in range(3):
-            gc.collect()
-            await asyncio.sleep(0.01)
-        shown = [f"{c.get('message')}: {c.get('exception')!r}" for c in self.reports]
-        assert not self.reports, f"{len(self.reports)} reports to the loop: {shown[:5]}"
-
-
-async def settle(
-    what: str, check: Callable[[], bool], show: Callable[[], Any], timeout: float = 5.0
-) -> None:
-    """Wait until ``check()`` holds, or fail saying what was seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s; seen {show()}")
-        await asyncio.sleep(0.01)
-
-
-def free_port() -> int:
-    """A TCP port on which nothing listens (bound, then closed again)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+BOUND = 10.0  # seconds any one await here may take: hundreds of tasks on a shared machine
 
 
 def listened(hub: pghub.AsyncHub) -> int:
@@ -136,7 +80,7 @@ async def enter_and_cancel(
         tasks.append(task)
         if i % 10 == 9:  # tasks start over a while, so cancels meet them at every stage
             await asyncio.sleep(rng.uniform(0, 0.002))
-    results = await bounded(asyncio.gather(*tasks, return_exceptions=True))
+    results = await bounded(asyncio.gather(*tasks, return_exceptions=True), BOUND)
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
     return started - entered, entered
 
@@ -165,8 +109,8 @@ def test_cancelled_while_entering_a_subscription_on_a_connected_hub_leaves_nothi
             await settle("only t0 listened to", lambda: listened(hub) == 1, hub.stats)
             # Nothing is routed to a cancelled task's consumer any more.
             for i in range(1, 40):
-                await bounded(hub.notify(f"t{i}", [i]))
-            await bounded(hub.notify("t0", [0]))
+                await bounded(hub.notify(f"t{i}", [i]), BOUND)
+            await bounded(hub.notify("t0", [0]), BOUND)
             assert await keeper.wait_events(1) == [Event("t0", (0,), None)]
             assert hub.stats().events_received == 1
             assert hub.stats().connects == 1
@@ -174,7 +118,7 @@ def test_cancelled_while_entering_a_subscription_on_a_connected_hub_leaves_nothi
         keeper.assert_final_last(Action.STOP)
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_cancelled_while_entering_with_the_server_refusing_leaves_nothing(
@@ -200,11 +144,11 @@ def test_cancelled_while_entering_with_the_server_refusing_leaves_nothing(
             assert hub.stats().listens == 1, hub.stats()
             assert hub.stats().consumers == 1
         finally:
-            await bounded(hub.stop())
+            await bounded(hub.stop(), BOUND)
         assert hub.stats().consumers == 0
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_cancelled_while_entering_with_nothing_listening_leaves_nothing(dsn: str) -> None:
@@ -222,12 +166,12 @@ def test_cancelled_while_entering_with_nothing_listening_leaves_nothing(dsn: str
             assert (entering, inside) == (TASKS, 0)
             await leftovers_settle(hub, 0)
         finally:
-            await bounded(hub.stop())
+            await bounded(hub.stop(), BOUND)
         assert hub.stats().consumers == 0
         assert hub.stats().connect_failures >= 1
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_cancelled_while_entering_after_a_disconnect_leaves_nothing(
@@ -237,7 +181,7 @@ def test_cancelled_while_entering_after_a_disconnect_leaves_nothing(
         watch = LoopWatch()
         keeper = AsyncRecorder("keeper")
         hub = pghub.AsyncHub(proxy.dsn(dsn), reconnect_delay=0.05, reconnect_max_delay=0.1)
-        await bounded(hub.start())
+        await bounded(hub.start(), BOUND)
         try:
             hub.consumer(keeper, "t0")
             await keeper.wait_advisory(Action.SUBSCRIBE, "t0")
@@ -253,10 +197,10 @@ def test_cancelled_while_entering_after_a_disconnect_leaves_nothing(
             assert hub.stats().listens - before == 1, hub.stats()  # t0 alone
             assert hub.stats().consumers == 1
         finally:
-            await bounded(hub.stop())
+            await bounded(hub.stop(), BOUND)
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 # --- consumer tasks ---------------------------------------------------------------------------
@@ -291,7 +235,7 @@ def test_a_consumer_whose_task_is_cancelled_is_closed(dsn: str) -> None:
         keeper.assert_final_last(Action.STOP)
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -316,7 +260,7 @@ def test_async_with_hub_cancelled_while_connecting_stops_the_hub(
         )
         for task in tasks:
             task.cancel()
-        results = await bounded(asyncio.gather(*tasks, return_exceptions=True))
+        results = await bounded(asyncio.gather(*tasks, return_exceptions=True), BOUND)
         assert all(isinstance(r, asyncio.CancelledError) for r in results), results
         await settle(
             "every hub stopped",
@@ -328,7 +272,7 @@ def test_async_with_hub_cancelled_while_connecting_stops_the_hub(
         assert sum(hub.stats().connects for hub in hubs) == 0
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_a_cancelled_start_does_not_cancel_another_waiter(dsn: str, proxy: FaultProxy) -> None:
@@ -342,15 +286,15 @@ def test_a_cancelled_start_does_not_cancel_another_waiter(dsn: str, proxy: Fault
         await settle("connecting", lambda: proxy.connections == 1, lambda: proxy.connections)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await bounded(first)
+            await bounded(first, BOUND)
         # The hub is stopped (as after a failed first connect): the other waiter hears that,
         # not a CancelledError of someone else's.
         with pytest.raises(pghub.HubStopped):
-            await bounded(second)
-        await bounded(hub.stop())
+            await bounded(second, BOUND)
+        await bounded(hub.stop(), BOUND)
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 # --- confirm callbacks ------------------------------------------------------------------------
@@ -419,7 +363,8 @@ def test_confirm_runs_once_when_awaiting_a_notify_is_cancelled_or_times_out(dsn:
                 await give_up_on(hub.notify_many(events, confirm=batches.of(i)), i % 3, rng)
 
             await bounded(
-                asyncio.gather(*(one(i) for i in range(TASKS)), *(many(i) for i in range(100)))
+                asyncio.gather(*(one(i) for i in range(TASKS)), *(many(i) for i in range(100))),
+                BOUND,
             )
             await single.wait(TASKS)
             await batches.wait(100)
@@ -429,7 +374,7 @@ def test_confirm_runs_once_when_awaiting_a_notify_is_cancelled_or_times_out(dsn:
             assert hub.stats().notifies == TASKS + 500
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_confirm_runs_once_for_abandoned_notifies_the_hub_never_sent(
@@ -447,17 +392,19 @@ def test_confirm_runs_once_for_abandoned_notifies_the_hub_never_sent(
         futures += [
             hub.notify_many([("down", [i, 0], None)], confirm=batches.of(i)) for i in range(100)
         ]
-        await bounded(asyncio.gather(*(give_up_on(f, i % 3, rng) for i, f in enumerate(futures))))
+        await bounded(
+            asyncio.gather(*(give_up_on(f, i % 3, rng) for i, f in enumerate(futures))), BOUND
+        )
         assert not single.calls  # nothing could be sent yet
         assert not batches.calls
-        await bounded(hub.stop())
+        await bounded(hub.stop(), BOUND)
         await single.wait(TASKS)
         await batches.wait(100)
         assert set(single.answers.values()) == {False}
         assert set(batches.answers.values()) == {False}
         await watch.assert_silent()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 def test_confirm_runs_once_after_the_loop_of_the_notify_is_closed(
@@ -476,10 +423,10 @@ def test_confirm_runs_once_after_the_loop_of_the_notify_is_closed(
 
     async def second() -> None:
         watch = LoopWatch()
-        await bounded(hub.stop())
+        await bounded(hub.stop(), BOUND)
         await confirms.wait(TASKS)
         await watch.assert_silent()
 
-    run(first())
-    run(second())
+    run(first(), timeout=60)
+    run(second(), timeout=60)
     assert set(confirms.answers.values()) == {False}

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from hubkit import HubPool, Recorder
 
 from pghub import Action, Event
@@ -59,13 +57,6 @@ CREATE TRIGGER items_publish AFTER INSERT OR UPDATE OR DELETE ON items
 CREATE TRIGGER items_publish_truncate AFTER TRUNCATE ON items
     FOR EACH STATEMENT EXECUTE FUNCTION publish_items();
 """
-
-
-@pytest.fixture
-def hubs() -> Iterator[HubPool]:
-    pool = HubPool()
-    yield pool
-    pool.stop_all()
 
 
 def table_rows(conn: psycopg.Connection[Any]) -> dict[int, Row]:

@@ -15,10 +15,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hubkit import HubPool, Recorder, send_raw, within
 
 import pghub
@@ -26,13 +25,6 @@ from pghub import Action
 
 CALL_BOUND = 3.0  # seconds a call in the child may take before it counts as a hang
 CHILD_BOUND = 30.0  # seconds the whole child may take
-
-
-@pytest.fixture
-def hubs() -> Iterator[HubPool]:
-    pool = HubPool()
-    yield pool
-    pool.stop_all()
 
 
 def outcome(call: Callable[[], Any]) -> str:

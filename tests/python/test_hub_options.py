@@ -1,107 +1,117 @@
-"""The hub's options, connection settings and sending rules, against the real server."""
+"""The hub's options and its connection settings.
+
+Proves that every option has one source (its type, default and check in HubOptions, and a row
+in docs/hub.md), reaches Hub and AsyncHub alike and is checked when the hub is made, values the
+OS cannot take included, while the longest values allowed work; that a psycopg_pool pool gives
+its settings, not its connections; that the session is named after the hub unless the caller
+named it; and that a given logger is the one used.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import ast
+import dataclasses
+import logging
+import re
+import typing
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from hubkit import HubPool, Recorder, wait_until, within
+from hubkit import HubPool, Recorder, send_raw, subscribed, wait_until
 from psycopg_pool import ConnectionPool
 
 import pghub
-from pghub import Action
+from pghub import Action, Event
+from pghub._options import HubOptionArgs, HubOptions
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "hub.md"
+NOT_OPTIONS = {"name", "logger"}  # keyword arguments of the hubs that are not HubOptions
+DAYS = 86_400.0
 
 
-@pytest.fixture
-def hubs() -> Iterator[HubPool]:
-    pool = HubPool()
-    yield pool
-    pool.stop_all()
+# --- one source -------------------------------------------------------------------------------
 
 
-def test_a_psycopg_pool_gives_its_settings_not_its_connections(dsn: str, hubs: HubPool) -> None:
-    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        hub = hubs.started(pool, name="pooled")  # type: ignore[arg-type]
-        rec = Recorder()
-        hub.consumer(rec, "pooled")
-        rec.wait_advisory(Action.SUBSCRIBE, "pooled")
-        with pool.connection(timeout=5) as conn:  # the pool's only slot is still free
-            conn.execute("SELECT pghub.notify('pooled', ARRAY[1])")
-        assert rec.wait_events(1)[0].key == (1,)
+def _not_defaults() -> dict[str, Any]:
+    """A value for every option that differs from its default."""
+    other: dict[str, Any] = {}
+    for field in dataclasses.fields(HubOptions):
+        default = field.default
+        if isinstance(default, bool):
+            other[field.name] = not default
+        elif field.name == "overflow":
+            other[field.name] = "drop_newest"
+        elif field.name == "reconnect_max_delay":
+            other[field.name] = 60.0
+        elif default is None:  # the JSON hooks: any function is not the default
+            other[field.name] = str
+        else:
+            other[field.name] = default * 2
+    return other
 
 
-def test_the_session_names_itself_and_keeps_the_callers_settings(
-    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+def test_the_keyword_arguments_are_the_options_with_their_types() -> None:
+    assert typing.get_type_hints(HubOptionArgs) == typing.get_type_hints(HubOptions)
+
+
+@pytest.mark.parametrize("kind", [pghub.Hub, pghub.AsyncHub])
+def test_every_option_reaches_the_hub(kind: type[pghub.Hub] | type[pghub.AsyncHub]) -> None:
+    """batch_max_chars had drifted out of the constructors: every option is taken now."""
+    wanted = _not_defaults()
+    hub = kind("host=127.0.0.1", **wanted)
+    assert dataclasses.asdict(hub.options) == wanted
+
+
+def _documented_options() -> dict[str, str]:
+    """docs/hub.md's options table: option -> the first `...` of its default column."""
+    text = DOCS.read_text()
+    table = text.split("## Options", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"\| `(\w+)` \| `([^`]*)`", line)
+        if match:
+            rows[match[1]] = match[2]
+    return rows
+
+
+def test_the_docs_list_every_option_with_its_default() -> None:
+    documented = _documented_options()
+    assert set(documented) - NOT_OPTIONS == {f.name for f in dataclasses.fields(HubOptions)}
+    for field in dataclasses.fields(HubOptions):
+        assert ast.literal_eval(documented[field.name]) == field.default, field.name
+
+
+# --- checked when the hub is made -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("batch_max_chars", 0, ValueError),
+        ("batch_max_notifies", 0, ValueError),
+        ("send_queue_size", 0, ValueError),
+        ("queue_size", 0, ValueError),
+        ("overflow", "block", ValueError),
+        ("connect_timeout", float("nan"), ValueError),
+        ("liveness_timeout", 10**6, ValueError),
+        ("reconnect_delay", "1", TypeError),
+    ],
+)
+def test_every_option_is_checked_when_the_hub_is_made(
+    option: str, value: Any, error: type[Exception]
 ) -> None:
-    hub = hubs.started(dsn, name="orders_hub")
-    pid = hub.stats().backend_pid
-    row = conn.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
-    ).fetchone()
-    assert row == ("pghub:orders_hub",)
-    other = hubs.started(dsn + " application_name=mine")
-    row = conn.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE pid = %s",
-        (other.stats().backend_pid,),
-    ).fetchone()
-    assert row == ("mine",)
+    with pytest.raises(error, match=option):
+        pghub.Hub("host=127.0.0.1", **{option: value})
 
 
-def test_identical_notifies_from_separate_calls_are_all_delivered(dsn: str, hubs: HubPool) -> None:
-    """PostgreSQL folds identical notifications of one transaction; batching must not."""
-    hub = hubs.started(dsn)
-    rec = Recorder()
-    hub.consumer(rec, "same")
-    rec.wait_advisory(Action.SUBSCRIBE, "same")
-    for _ in range(200):
-        hub.notify("same", [1], {"x": 1})
-    assert len(rec.wait_events(200)) == 200
-    # ... while one notify_many asks for them to share a transaction, and they fold.
-    hub.notify_many([("same", [2], None)] * 3 + [("same", [3], None)])
-    events = rec.wait_events(202)
-    assert [e.key for e in events[200:]] == [(2,), (3,)]
-
-
-def test_send_queue_full_raises_instead_of_growing_without_bound(hubs: HubPool) -> None:
-    hub = hubs.make(
-        "host=127.0.0.1 port=1 connect_timeout=1", retry_first_connect=True, send_queue_size=3
-    )
-    within(5, hub.start)
-    answers: list[bool] = []
-    for i in range(3):
-        hub.notify("t", [i], confirm=answers.append)
-    with pytest.raises(pghub.SendQueueFull, match="send_queue_size=3"):
-        hub.notify("t", [4])
-    within(10, hub.stop)
-    assert answers == [False, False, False]  # never connected: never sent, and said so
-
-
-def test_a_closed_consumer_refuses_to_subscribe(dsn: str, hubs: HubPool) -> None:
-    hub = hubs.started(dsn)
-    rec = Recorder()
-    consumer = hub.consumer(rec, "a")
-    consumer.close()
-    rec.wait_final()
-    with pytest.raises(pghub.ConsumerClosed):
-        consumer.subscribe("b")
-    with pytest.raises(pghub.InvalidTopic):  # bad input is still reported as such
-        consumer.subscribe("no-dash")
-
-
-def test_a_consumer_after_stop_gets_stop_at_once_and_start_refuses(dsn: str) -> None:
-    hub = pghub.Hub(dsn)
-    within(10, hub.start)
-    within(10, hub.stop)
-    rec = Recorder()
-    hub.consumer(rec, "late")
-    assert rec.wait_final() == pghub.Advisory(Action.STOP, final=True)
-    with pytest.raises(pghub.HubStopped):
-        hub.start()
-    with pytest.raises(pghub.HubStopped):
-        hub.notify("late")
+def test_a_consumers_own_queue_settings_are_checked_the_same_way() -> None:
+    hub = pghub.Hub("host=127.0.0.1")
+    with pytest.raises(ValueError, match="queue_size must be at least 1"):
+        hub.consumer(lambda e: None, queue_size=0)
+    with pytest.raises(ValueError, match="overflow must be one of"):
+        hub.consumer(lambda e: None, overflow="block")  # type: ignore[arg-type]
 
 
 def test_bad_options_are_refused_at_construction() -> None:
@@ -113,9 +123,6 @@ def test_bad_options_are_refused_at_construction() -> None:
         pghub.Hub("", reconnect_delay=5, reconnect_max_delay=1)
     with pytest.raises(TypeError, match="conninfo"):
         pghub.Hub(42)
-
-
-DAYS = 86_400.0
 
 
 @pytest.mark.parametrize("make", [pghub.Hub, pghub.AsyncHub], ids=["Hub", "AsyncHub"])
@@ -161,87 +168,83 @@ def test_a_connect_timeout_of_weeks_does_not_end_the_engine(dsn: str, hubs: HubP
     rec.wait_advisory(Action.SUBSCRIBE, "patient")
 
 
-def test_stop_from_a_confirm_callback_does_not_deadlock(dsn: str) -> None:
-    hub = pghub.Hub(dsn)
-    within(10, hub.start)
-    rec = Recorder()
-    hub.consumer(rec)
-    stopped = threading.Event()
-
-    def confirm(ok: bool) -> None:
-        hub.stop(wait=True)  # on the engine thread: must return, not wait for itself
-        stopped.set()
-
-    hub.notify("t", confirm=confirm)
-    assert stopped.wait(10)
-    rec.wait_final(timeout=10)
-    wait_until(lambda: hub.state == "stopped", what="the hub to stop")
+# --- connection settings ----------------------------------------------------------------------
 
 
-def test_a_consumer_that_changes_its_value_changes_nothing_for_the_others(
-    dsn: str, hubs: HubPool
-) -> None:
-    hub = hubs.started(dsn)
-
-    def vandal(event: pghub.Event) -> None:
-        if isinstance(event.value, dict):
-            event.value["flat"] = "changed"
-            event.value["nested"]["list"].append("changed")
-            event.value["nested"]["list"][0]["x"] = "changed"
-
-    recorders = [Recorder("vandal", then=vandal), Recorder("a"), Recorder("b")]
-    for rec in recorders:
-        hub.consumer(rec, "shared")
-        rec.wait_advisory(Action.SUBSCRIBE, "shared")
-    value = {"flat": 1, "nested": {"list": [{"x": 1}, 2]}}
-    for _ in range(3):
-        hub.notify("shared", [1], value)
-        hub.notify("shared", [2], [1, [2, {"y": 3}]])
-    for rec in recorders[1:]:
-        events = rec.wait_events(6)
-        assert [e.value for e in events] == [value, [1, [2, {"y": 3}]]] * 3
-    vandalised = recorders[0].wait_events(6)[0].value
-    assert vandalised["nested"]["list"][0]["x"] == "changed"  # the vandal did change its own
-    values = [e.value for rec in recorders for e in rec.events()]
-    assert len({id(v) for v in values}) == len(values)  # no two deliveries share a container
-
-
-def test_a_notify_made_after_subscribe_goes_out_after_its_listen(dsn: str, hubs: HubPool) -> None:
-    """Without waiting for SUBSCRIBE: commands queued before a notify are sent before it."""
-    hub = hubs.started(dsn)
-    recorders = []
-    for i in range(50):
-        rec = Recorder(f"c{i}")
-        recorders.append(rec)
-        hub.consumer(rec, f"fresh_{i}")
-        hub.notify(f"fresh_{i}", [i])
-    for i, rec in enumerate(recorders):
-        assert [e.key for e in rec.wait_events(1)] == [(i,)], rec.describe()
-
-
-def test_stop_sends_what_was_queued_before_it_subscriptions_first(dsn: str) -> None:
-    """The README's pattern: subscribe, notify, leave the with block at once."""
-    for i in range(10):
+def test_a_psycopg_pool_gives_its_settings_not_its_connections(dsn: str, hubs: HubPool) -> None:
+    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        hub = hubs.started(pool, name="pooled")  # type: ignore[arg-type]
         rec = Recorder()
-        with pghub.Hub(dsn) as hub:
-            hub.consumer(rec, "at_exit")
-            hub.notify("at_exit", [i])
-        assert [e.key for e in rec.events()] == [(i,)], rec.describe()
+        hub.consumer(rec, "pooled")
+        rec.wait_advisory(Action.SUBSCRIBE, "pooled")
+        with pool.connection(timeout=5) as conn:  # the pool's only slot is still free
+            conn.execute("SELECT pghub.notify('pooled', ARRAY[1])")
+        assert rec.wait_events(1)[0].key == (1,)
+
+
+def test_a_pool_is_accepted_and_its_slots_are_not_used(dsn: str) -> None:
+    pool_module = pytest.importorskip("psycopg_pool")
+    pool = pool_module.ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    try:
+        rec = Recorder()
+        with pghub.Hub(pool) as hub:
+            hub.consumer(rec, "pooled")
+            subscribed(rec, "pooled")
+            hub.notify("pooled", [1])
+            assert rec.wait_events(1) == [Event("pooled", (1,), None)]
+            # The hub has a session of its own: the pool's one slot is still free.
+            with pool.connection(timeout=2) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
         rec.assert_final_last(Action.STOP)
+    finally:
+        pool.close()
 
 
-def test_closed_consumers_are_forgotten_but_their_figures_kept(dsn: str, hubs: HubPool) -> None:
-    hub = hubs.started(dsn)
-    for i in range(100):
-        rec = Recorder()
-        consumer = hub.consumer(rec, "churn")
-        rec.wait_advisory(Action.SUBSCRIBE, "churn")
-        hub.notify("churn", [i])
+def test_the_session_is_named_after_the_hub(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn, name="orders_hub")
+    pid = hub.stats().backend_pid
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    assert row == ("pghub:orders_hub",)
+
+
+def test_the_session_names_itself_and_keeps_the_callers_settings(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn, name="orders_hub")
+    pid = hub.stats().backend_pid
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    assert row == ("pghub:orders_hub",)
+    other = hubs.started(dsn + " application_name=mine")
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+        (other.stats().backend_pid,),
+    ).fetchone()
+    assert row == ("mine",)
+
+
+def test_a_given_logger_receives_callback_errors(
+    dsn: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("pghub_test.custom")
+    caplog.set_level(logging.ERROR, logger="pghub_test.custom")
+
+    def explode(event: Event) -> None:
+        if event.topic is not None:
+            raise ValueError("custom boom")
+
+    with pghub.Hub(dsn, logger=logger) as hub:
+        rec = Recorder(then=explode)
+        hub.consumer(rec, "custom")
+        subscribed(rec, "custom")
+        send_raw(conn, "custom", "e1")
         rec.wait_events(1)
-        consumer.close()
-        rec.wait_final()
-    hub.consumer(Recorder())  # a new consumer folds the finished ones away
-    assert len(hub._consumers) <= 2  # no list that grows with every consumer ever made
-    stats = hub.stats()
-    assert stats.events_delivered == 100
-    assert stats.consumers == 1
+        wait_until(
+            lambda: any(r.name == "pghub_test.custom" and r.exc_info for r in caplog.records),
+            what="the traceback on the given logger",
+        )

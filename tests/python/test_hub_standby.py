@@ -15,7 +15,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hubkit import HubPool, Recorder, send_raw, wait_until, within
+from hubkit import HubPool, Recorder, free_port, send_raw, wait_until, within
 
 import pghub
 from pghub import Action
@@ -43,12 +42,6 @@ def _bindir() -> Path:
         ["pg_config", "--bindir"], check=True, capture_output=True, text=True
     ).stdout.strip()
     return Path(found)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _as_postgres(*command: str) -> None:
@@ -114,7 +107,7 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def primary(workdir: Path) -> Iterator[Server]:
-    server = Server("primary", workdir, _free_port())
+    server = Server("primary", workdir, free_port())
     try:
         _as_postgres(
             str(_bindir() / "initdb"),
@@ -137,7 +130,7 @@ _standbys = iter(range(1, 1000))
 
 def make_standby(primary: Server, workdir: Path) -> Server:
     """A streaming standby of ``primary`` (not started): ``pg_basebackup -R``."""
-    standby = Server(f"standby{next(_standbys)}", workdir, _free_port())
+    standby = Server(f"standby{next(_standbys)}", workdir, free_port())
     _as_postgres(
         str(_bindir() / "pg_basebackup"),
         "--pgdata",
@@ -164,13 +157,6 @@ def standby(primary: Server, workdir: Path) -> Iterator[Server]:
     finally:
         server.stop()
         shutil.rmtree(server.data, ignore_errors=True)
-
-
-@pytest.fixture
-def hubs() -> Iterator[HubPool]:
-    pool = HubPool()
-    yield pool
-    pool.stop_all()
 
 
 def notify_on(server: Server, topic: str, key: int) -> None:
