@@ -1343,6 +1343,10 @@ COMMENT ON FUNCTION pghub._journal(text, bigint[], jsonb, jsonb) IS
 -- docs/durable.md). The topic is checked first (the WHEN), then the key, the value and the size
 -- (by encode): a refused event sends nothing. coalesce reaches pghub._topic_fault only for a
 -- NULL topic; once the topic is known good, lower(topic COLLATE "C") is its channel.
+-- The planner simplifies both arms of a CASE whatever the condition: given constant arguments
+-- it would run encode while planning and refuse an event over 7999 bytes that the durable arm
+-- journals. The always-true test on pg_backend_pid() (STABLE, so never folded) keeps encode's
+-- value unknown until the arm runs.
 -- No SET search_path, as for pghub.channel: every name is qualified and every call takes
 -- exactly the argument types given.
 CREATE OR REPLACE FUNCTION pghub.notify(
@@ -1358,7 +1362,10 @@ SELECT CASE
         OPERATOR(pg_catalog.||) '"'::pg_catalog.text
     ) IS NULL
         THEN pg_catalog.pg_notify(
-            pg_catalog.lower(topic COLLATE pg_catalog."C"), pghub.encode(key, value)
+            pg_catalog.lower(topic COLLATE pg_catalog."C"),
+            pghub.encode(key, CASE
+                WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.<>) 0 THEN value
+            END)
         )
     ELSE pghub._journal(
         pg_catalog.lower(topic COLLATE pg_catalog."C"), key, value, NULL::pg_catalog.jsonb
