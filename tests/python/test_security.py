@@ -15,7 +15,12 @@ the attacker a superuser. Every test ends by checking that neither happened, whi
 - the ``"$user"`` schema: a schema named after the role that writes to a published table, with
   functions and operators that pghub's trigger code would resolve through the default search
   path ``"$user", public``, for row and statement triggers, fired by an ordinary role and by a
-  superuser.
+  superuser;
+- durable topics: a role with nothing but PUBLIC's rights writes durable events and reads them,
+  but cannot make a topic durable, change another role's topic or consumer, write the journal or
+  plant a topic's view; the four SECURITY DEFINER functions do their one job for it and nothing
+  more; and the durable paths (triggers, notify, read, tick, prune) never resolve an object of
+  a schema named after their caller.
 """
 
 from __future__ import annotations
@@ -307,6 +312,12 @@ USER_SCHEMA_PLANTS = [
         "pg_catalog.array_to_string(a, b)",
     ),
     ("function", "to_jsonb", ("bigint[]",), "jsonb", "pg_catalog.to_jsonb(a)"),
+    # durable topics: closer matches than pg_catalog's for what their code passes
+    ("function", "format", ("text", "text", "integer"), "text", "pg_catalog.format(a, b, c)"),
+    ("function", "to_regclass", ("name",), "regclass", "pg_catalog.to_regclass(a::text)"),
+    ("operator", "||", ("text", "xid8"), "text", "a OPERATOR(pg_catalog.||) b::text"),
+    ("operator", "%", ("bigint", "integer"), "bigint", "a OPERATOR(pg_catalog.%) b::bigint"),
+    ("operator", "<=", ("timestamptz", "timestamp"), "boolean", "a OPERATOR(pg_catalog.<=) b"),
 ]
 
 
@@ -370,3 +381,153 @@ def test_a_schema_named_after_the_writer_is_not_used(scene: Scene, level: str, w
     ops = [decode_payload(n.payload)[1]["op"] for n in got]
     assert len(ops) == expected, ops
     assert ops.count("tru") == 1
+
+
+# ==== Durable topics ====
+
+
+def test_a_role_without_grants_writes_and_reads_durable_events_and_nothing_more(
+    scene: Scene,
+) -> None:
+    """Any role may send events on a durable topic and read them, as with LISTEN/NOTIFY; making
+    topics durable is the installing role's (and whom it grants), a topic and a named consumer
+    belong to the role that made them, and the journal is written only through pghub."""
+    with scene.connect() as admin:
+        admin.execute("CREATE EXTENSION pghub")
+        admin.execute("SELECT pghub.make_durable('orders', '1 day')")
+        admin.execute("SELECT pghub.consumer_position('audit', 'orders', 'earliest')")
+    with scene.connect(scene.attacker) as conn:
+        conn.execute("""SELECT pghub.notify('orders', '{1}', '{"by": "attacker"}')""")
+        conn.execute("SELECT pghub._journal('ORDERS', '{2}', NULL)")  # what notify would do
+        read = conn.execute("SELECT payload FROM pghub.read('orders', 'earliest')").fetchall()
+        assert read == [('e1:{"by":"attacker"}',), ("e2",)]
+        refused = [
+            "SELECT pghub.make_durable('payments')",
+            "SELECT pghub.make_durable('orders', wake => 'tick')",
+            "SELECT pghub.make_transient('orders')",
+            "SELECT pghub.ack('audit', 'orders', pghub.current_position())",
+            "SELECT pghub.drop_consumer('audit')",
+            "INSERT INTO pghub.journal$0 (txid, id, topic, announce, payload)"
+            " VALUES (pg_current_xact_id(), 0, 1, 'n', 'e')",
+            "INSERT INTO pghub.durable$topic (channel, retain, wake) VALUES ('x', '1 day', 'tick')",
+            "UPDATE pghub.durable$topic SET wake = 'tick'",
+            "DELETE FROM pghub.journal$gap",
+            "TRUNCATE pghub.journal$0",
+            "UPDATE pghub.journal$tick SET pos = pghub.current_position()",
+            "CREATE VIEW pghub.payments AS SELECT 1 AS one",  # a planted topic view
+            "SELECT * FROM pghub.journal$tick FOR UPDATE",
+        ]
+        for statement in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        # Row-level security hides the admin's consumer from the attacker's writes.
+        for statement in (
+            "UPDATE pghub.durable$consumer SET pos = pghub.current_position()",
+            "DELETE FROM pghub.durable$consumer",
+        ):
+            assert conn.execute(statement).rowcount == 0
+        # The SECURITY DEFINER functions do their one job and no other.
+        conn.execute("SELECT pghub._sync_marker('payments')")  # not durable: no view
+        for bad in ('a"b', "journal$0", "journal$all", ""):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute("SELECT pghub._sync_marker(%s)", [bad])
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute("SELECT pghub._journal(%s, NULL, NULL)", [bad])
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute(
+                "SELECT pghub._journal('orders', NULL, to_jsonb(repeat('y', 9000)),"
+                " to_jsonb(repeat('x', 9000)))"
+            )
+        conn.execute("SELECT * FROM pghub.tick()")
+        conn.execute("SELECT * FROM pghub.prune('0')")
+    with scene.connect() as admin:
+        state = admin.execute(
+            "SELECT d.wake, d.retain::text, d.owner_role::text, c.pos"
+            " FROM pghub.durable$topic AS d JOIN pghub.durable$consumer AS c ON c.topic = d.id"
+        ).fetchall()
+        assert state == [("commit", "1 day", scene.superuser, "earliest")]
+        marker = admin.execute("SELECT to_regclass('pghub.payments')").fetchone()
+        assert marker == (None,)
+        events = admin.execute("SELECT count(*) FROM pghub.orders").fetchone()
+        assert events == (2,)
+    scene.assert_nothing_gained()
+
+
+def test_the_installing_role_grants_durability_and_topics_belong_to_their_makers(
+    scene: Scene,
+) -> None:
+    """A non-superuser that ran CREATE EXTENSION may make topics durable and grant that on; the
+    role it grants it to cannot change the installing role's topics."""
+    with scene.connect(scene.attacker) as installer:
+        installer.execute("CREATE EXTENSION pghub")
+        assert installer.execute("SELECT pghub.make_durable('mine')").fetchone() == ("mine",)
+        installer.execute(
+            sql.SQL("GRANT INSERT, UPDATE, DELETE ON pghub.durable$topic TO {}").format(
+                sql.Identifier(scene.victim)
+            )
+        )
+    with scene.connect(scene.victim) as conn:
+        assert conn.execute("SELECT pghub.make_durable('theirs')").fetchone() == ("theirs",)
+        for statement in (
+            "SELECT pghub.make_durable('mine', '1 hour')",
+            "SELECT pghub.make_transient('mine')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="made durable by"):
+                conn.execute(statement)
+        assert conn.execute("UPDATE pghub.durable$topic SET wake = 'tick'").rowcount == 1
+    with scene.connect() as admin:
+        owners = admin.execute(
+            "SELECT channel, wake, owner_role::text FROM pghub.durable$topic ORDER BY 1"
+        ).fetchall()
+    assert owners == [("mine", "commit", scene.attacker), ("theirs", "tick", scene.victim)]
+    scene.assert_nothing_gained()
+
+
+@pytest.mark.parametrize("writer", ["ordinary", "superuser"])
+def test_durable_paths_use_no_object_of_a_schema_named_after_the_caller(
+    scene: Scene, writer: str
+) -> None:
+    with scene.connect() as admin:
+        admin.execute("CREATE EXTENSION pghub")
+        admin.execute("SELECT pghub.make_durable('kept', '1 day')")
+        admin.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
+        admin.execute(
+            sql.SQL(
+                "CREATE SCHEMA tables AUTHORIZATION {}; GRANT USAGE ON SCHEMA tables TO PUBLIC"
+            ).format(sql.Identifier(scene.victim))
+        )
+    with scene.connect(scene.victim) as conn:
+        conn.execute(
+            "CREATE TABLE tables.r (id bigint PRIMARY KEY, note text);"
+            " CREATE TABLE tables.s (id bigint PRIMARY KEY);"
+            " GRANT ALL ON tables.r, tables.s TO PUBLIC;"
+            " SELECT pghub.publish_table('tables.r', 'kept', 'row', NULL, true);"
+            " SELECT pghub.publish_table('tables.s', 'ticked')"
+        )
+    role = scene.victim if writer == "ordinary" else None
+    plant_in_user_schema(scene, scene.victim if role else scene.superuser)
+    with scene.connect(role) as conn:
+        path = conn.execute("SELECT current_schemas(false)").fetchone()
+        assert path is not None
+        assert path[0][0] == (role or scene.superuser), "the path starts with the planted schema"
+        if role is None:  # only a role the installer granted may make topics durable
+            conn.execute("SELECT pghub.make_durable('other', '2 days', 'tick')")
+        conn.execute("""SELECT pghub.notify('kept', '{1}', '{"a": 1}')""")
+        conn.execute("SELECT pghub.notify('ticked', '{2}')")
+        conn.execute("INSERT INTO tables.r VALUES (1, 'a'), (2, repeat('b', 9000))")
+        conn.execute("INSERT INTO tables.s VALUES (1), (2)")
+        position = conn.execute("SELECT pghub.consumer_position('c', 'kept', 'earliest')")
+        start = position.fetchone()
+        assert start is not None
+        rows = conn.execute("SELECT pos, payload FROM pghub.read('kept', %s, 2)", start).fetchall()
+        assert len(rows) == 2
+        conn.execute("SELECT pghub.ack('c', 'kept', %s)", [rows[-1][0]])
+        assert conn.execute("SELECT events FROM pghub.tick()").fetchone() == (2,)
+        conn.execute("SELECT * FROM pghub.prune()")
+        conn.execute("SELECT * FROM pghub.durable_topics()")
+        conn.execute("SELECT * FROM pghub.durable_consumers()")
+        conn.execute("SELECT pghub.drop_consumer('c')")
+        conn.execute("SELECT pghub._sync_marker('kept')")  # SECURITY DEFINER, called directly
+        if role is None:
+            conn.execute("SELECT pghub.make_transient('other')")
+    scene.assert_nothing_gained()
