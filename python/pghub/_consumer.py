@@ -15,12 +15,14 @@ methods (``subscribe``, ``unsubscribe``, ``close_mailbox``) for itself.
 from __future__ import annotations
 
 import enum
+import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
+from ._backoff import Backoff
 from ._engine import Engine
 from ._log import Log
 from ._mailbox import Keys, Mailbox
@@ -85,15 +87,24 @@ RESYNC_AFTER: dict[Action, Scope] = {
 }
 
 
+# An on_resync that raised is tried again after this (doubling, a random half jitter).
+RESYNC_RETRY_DELAY = 1.0
+RESYNC_RETRY_MAX_DELAY = 30.0
+
+
 class ResyncOwed:
     """The topics a consumer's ``on_resync`` is owed, followed through the advisories it is
     given. A DISCONNECT takes back what is owed (the RECONNECT that follows owes it again,
     and a resync in between would read a state the events cannot follow); so does the final
-    advisory, after which nothing runs."""
+    advisory, after which nothing runs. A resync that raised is owed again, due after a
+    backoff, or at once on a new advisory that owes it."""
 
     def __init__(self) -> None:
         self.subscribed: set[str] = set()
         self.owed: set[str] = set()
+        self.failures = 0
+        self._retry_at: float | None = None  # after a failure: not due before this
+        self._backoff = Backoff(RESYNC_RETRY_DELAY, RESYNC_RETRY_MAX_DELAY)
 
     def seen(self, advisory: Advisory) -> None:
         action, topic = advisory.action, advisory.topic
@@ -110,11 +121,39 @@ class ResyncOwed:
             self.owed.add(topic)
         elif scope is Scope.ALL:
             self.owed.update(self.subscribed)
+        else:
+            return
+        self._retry_at = None  # a new reason: due at once, whatever failed before
+
+    def due(self) -> bool:
+        """Something is owed, and not waiting for a retry."""
+        if not self.owed:
+            return False
+        return self._retry_at is None or time.monotonic() >= self._retry_at
+
+    def wait_limit(self) -> float | None:
+        """How long the consumer may wait for events before a retry is due (None: no limit)."""
+        if not self.owed or self._retry_at is None:
+            return None
+        return max(0.0, self._retry_at - time.monotonic())
 
     def take(self) -> frozenset[str]:
         owed = frozenset(self.owed)
         self.owed.clear()
         return owed
+
+    def succeeded(self) -> None:
+        self._retry_at = None
+        self._backoff.reset()
+
+    def failed(self, topics: frozenset[str]) -> float:
+        """``on_resync(topics)`` raised: owed again (those still subscribed), due after the
+        returned delay."""
+        self.failures += 1
+        self.owed.update(topics & self.subscribed)
+        delay = self._backoff.next_delay()
+        self._retry_at = time.monotonic() + delay
+        return delay
 
 
 # --- consumers ---------------------------------------------------------------------------------
@@ -139,6 +178,10 @@ class BaseConsumer:
         self.name = name if name is not None else _name_of(callback)
         self._channels: set[str] = set()
         self._closed = False
+        # subscribe() and unsubscribe() calls, numbered; the last number the engine has run.
+        self._asks = itertools.count(1)
+        self._asked = 0
+        self._handled = 0
         self.mailbox = Mailbox(
             queue_size, overflow, self._wake, keys=keys, notice=self._notice, name=self.name
         )
@@ -176,6 +219,7 @@ class BaseConsumer:
         self._channels.update(channels)
         self._log.debug("consumer %r subscribes to %s", self.name, channels)
         self._engine.subscribe(self.mailbox, channels)
+        self._handled_after(next(self._asks))
 
     def unsubscribe(self, *topics: str) -> None:
         """Unsubscribe; an UNSUBSCRIBE advisory follows, after which no event of it arrives."""
@@ -185,6 +229,18 @@ class BaseConsumer:
         self._channels.difference_update(channels)
         self._log.debug("consumer %r unsubscribes from %s", self.name, channels)
         self._engine.unsubscribe(self.mailbox, channels)
+        self._handled_after(next(self._asks))
+
+    def _handled_after(self, ask: int) -> None:
+        """Note when the engine has run the ``ask``-th call: until then the mailbox shows
+        what was before it (a topic unsubscribed and subscribed again still "subscribed")."""
+        self._asked = max(self._asked, ask)
+
+        def handled() -> None:
+            self._handled = max(self._handled, ask)
+            self._notice()
+
+        self._engine.after_queued(handled)
 
     def close(self) -> None:
         """Close: the CLOSE advisory is the last thing the callback receives. Idempotent."""
@@ -238,31 +294,42 @@ class BaseConsumer:
             if self._discards(event):
                 continue
             ordinary = event.topic is not None
-            if ordinary and owed is not None and owed.owed:
-                yield self._resync_call(owed)
+            if ordinary and owed is not None and owed.due():
+                yield from self._resync_calls(owed)
             yield callback, event
             if self._done_with(event):
                 return
             if not ordinary and owed is not None:
                 owed.seen(event.value)
-        if owed is not None and owed.owed and not len(self.mailbox):
+        if owed is not None and owed.due() and not len(self.mailbox):
             # Nothing more queued now: the burst is over. (More queued: it may go on, and the
             # next batch, which the engine's wake-up brings, resyncs once for all of it.)
-            yield self._resync_call(owed)
+            yield from self._resync_calls(owed)
 
-    def _resync_call(self, owed: ResyncOwed) -> tuple[Callable[..., Any], Any]:
+    def _resync_calls(self, owed: ResyncOwed) -> Iterator[tuple[Callable[..., Any], Any]]:
         assert self._on_resync is not None  # owed only with an on_resync
-        return self._on_resync, owed.take()
+        failures = owed.failures
+        yield self._on_resync, owed.take()
+        if owed.failures == failures:  # _call_failed did not run
+            owed.succeeded()
+
+    def _resync_wait(self) -> float | None:
+        """How long the delivery loop may wait for events: until a failed resync is due."""
+        return None if self._resync is None else self._resync.wait_limit()
 
     def _call_failed(self, function: Callable[..., Any], argument: Any) -> None:
         """A call of :meth:`_calls` raised (call from the ``except`` block: it logs the
         traceback)."""
         self.callback_errors += 1
         extra = {"pghub_consumer": self.name}
-        if function is self._on_resync:
-            topics = sorted(argument)
+        if function is self._on_resync and self._resync is not None:
+            delay = self._resync.failed(argument)
             self._log.exception(
-                "consumer %r: on_resync raised (topics %s)", self.name, topics, extra=extra
+                "consumer %r: on_resync raised (topics %s); tried again in %.1f s",
+                self.name,
+                sorted(argument),
+                delay,
+                extra=extra,
             )
             return
         event: Event = argument
@@ -298,28 +365,20 @@ class BaseConsumer:
 
     # --- waits for SUBSCRIBE ---
 
-    def _settled(self, wanted: frozenset[str], queued_before_ran: bool) -> bool | None:
+    def _wanted(self) -> tuple[frozenset[str], int]:
+        """What a wait for SUBSCRIBE waits for: the topics asked for now, and the number of
+        the last call that asked (the engine must have run it)."""
+        return frozenset(self._channels), self._asked
+
+    def _settled(self, wanted: frozenset[str], ask: int) -> bool | None:
         """Whether a wait for ``wanted`` is over: True subscribed, False never will be (the
-        consumer ended); None to wait on. Only once the commands queued before the wait have
-        run does the mailbox show their outcome (an unsubscribe and a subscribe again)."""
-        if not queued_before_ran:
-            return None
+        consumer ended); None to wait on."""
         subscribed, ended = self.mailbox.subscribed()
-        if ended:
+        if ended or self._closed:
             return False
+        if self._handled < ask:
+            return None  # the mailbox does not show that call's outcome yet
         return True if wanted <= subscribed else None
-
-    def _begin_wait(self, passed: Callable[[], None]) -> frozenset[str]:
-        """The topics a wait for SUBSCRIBE waits for; ``passed()`` runs (then a notice) once
-        the commands queued before it have run."""
-        wanted = frozenset(self._channels)
-
-        def barrier() -> None:
-            passed()
-            self._notice()
-
-        self._engine.after_queued(barrier)
-        return wanted
 
 
 def _name_of(callback: Callback | None) -> str:
@@ -389,12 +448,11 @@ class Consumer(BaseConsumer):
         been given): an event committed from then on reaches it. True then; False after
         ``timeout`` seconds, or at once if the consumer has ended (closed, or the hub
         stopped). Safe from any thread, its own callback included."""
-        passed = threading.Event()
-        wanted = self._begin_wait(passed.set)
+        wanted, ask = self._wanted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while True:
-                settled = self._settled(wanted, passed.is_set())
+                settled = self._settled(wanted, ask)
                 if settled is not None:
                     return settled
                 if deadline is None:
@@ -432,7 +490,7 @@ class Consumer(BaseConsumer):
 
     def _run(self, callback: Callback) -> None:
         while not self.finished:
-            self._ready.wait()
+            self._ready.wait(self._resync_wait())  # a failed resync's retry may end the wait
             self._ready.clear()
             for function, argument in self._calls(self._take(), callback):
                 try:

@@ -15,9 +15,11 @@ this way round rather than ``SELECT pghub.notify(%s, %s, %s)``:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
+from . import _log
 from ._canonical import Default
 from .wire import channel, encode_payload
 
@@ -26,6 +28,7 @@ __all__ = ["async_sql_notify", "sql_notify"]
 # %s placeholders: psycopg 3 (connections and cursors) and DB-API drivers of the "format"
 # paramstyle (psycopg2) alike. Schema-qualified: the caller's search_path may hold anything.
 _NOTIFY = "SELECT pg_catalog.pg_notify(%s, %s)"
+_log_sql = logging.getLogger(_log.SQL)
 
 
 class Executes(Protocol):
@@ -43,7 +46,10 @@ class ExecutesAsync(Protocol):
 def _statement(
     topic: str, key: Iterable[int] | None, value: Any, default: Default | None
 ) -> tuple[str, tuple[str, str]]:
-    return _NOTIFY, (channel(topic), encode_payload(key, value, default=default))
+    name = channel(topic)
+    payload = encode_payload(key, value, default=default)
+    _log_sql.debug("pg_notify on %r (%d characters), in the caller's session", name, len(payload))
+    return _NOTIFY, (name, payload)
 
 
 def sql_notify(

@@ -73,17 +73,11 @@ class AsyncConsumer(BaseConsumer):
 
     async def wait_subscribed(self, timeout: float | None = None) -> bool:
         """:meth:`pghub.Consumer.wait_subscribed`, awaited on the consumer's loop."""
-        passed = False
-
-        def ran() -> None:
-            nonlocal passed
-            passed = True
-
-        wanted = self._begin_wait(ran)
+        wanted, ask = self._wanted()
         deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             self._changed.clear()  # before looking: a later change sets it again
-            settled = self._settled(wanted, passed)
+            settled = self._settled(wanted, ask)
             if settled is not None:
                 return settled
             left = None if deadline is None else deadline - self._loop.time()
@@ -112,6 +106,16 @@ class AsyncConsumer(BaseConsumer):
             if events:
                 return events
 
+    async def _batch_or_retry(self) -> deque[Event]:
+        """What is queued, or nothing once a failed resync is due again."""
+        wait = self._resync_wait()
+        if wait is None:
+            return await self._next_batch()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+        self._ready.clear()
+        return self._take()
+
     async def wait_closed(self) -> None:
         """Wait until the final advisory has been delivered."""
         await self._wait_done(())
@@ -139,7 +143,7 @@ class AsyncConsumer(BaseConsumer):
 
     async def _deliver(self, callback: Callable[[Event], Any]) -> None:
         while not self.finished:
-            for function, argument in self._calls(await self._next_batch(), callback):
+            for function, argument in self._calls(await self._batch_or_retry(), callback):
                 try:
                     result = function(argument)
                     if inspect.isawaitable(result):
