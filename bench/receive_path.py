@@ -11,7 +11,11 @@ notifications without a server): this script knows both homes it has had, ``pghu
 one from after that move can be compared.
 
     python bench/receive_path.py            # every workload
-    python bench/receive_path.py fanout     # one of: fanout, fanout-int, single, large
+    python bench/receive_path.py fanout     # one of: fanout, fanout-int, single, large, keys
+
+``keys`` is ``fanout`` with a key filter on each consumer (``keys=`` of ``hub.consumer``), each
+letting through one key in a hundred: every event reaches one consumer. It needs a pghub with
+key filters, and says so otherwise.
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ WORKLOADS = {
     "fanout-int": (100, 0, "int", 2_000),
     "single": (1, 0, "dict", 20_000),
     "large": (1, 4000, "dict", 10_000),
+    "keys": (100, 0, "dict", 20_000),  # consumer i filters on key (i,): one delivery an event
 }
+FILTERED = {"keys"}
 CHUNK = 50  # notifications per socket read
 REPEATS = 7
 
 
 class _CountingMailbox:
-    def __init__(self) -> None:
+    def __init__(self, keys: frozenset[tuple[int, ...]] | None = None) -> None:
         self.events = 0
+        self.keys = keys  # a key filter, read by the router (pghub with key filters)
 
     def put_events(self, events: list[Any]) -> None:
         self.events += len(events)
@@ -88,6 +95,11 @@ def _engine_route(mailboxes: list[_CountingMailbox], logger: logging.Logger) -> 
     return route
 
 
+def _key(n: int, consumers: int, filtered: bool) -> tuple[int]:
+    """Each event's own key; filtered, the key of one consumer after another."""
+    return (n % consumers,) if filtered else (n,)
+
+
 def _value(n: int, kind: str, pad: int) -> Any:
     if kind == "int":
         return n
@@ -100,10 +112,15 @@ def _value(n: int, kind: str, pad: int) -> Any:
 def measure(name: str) -> tuple[float, float]:
     """Best CPU microseconds per event and per delivery of the receive path."""
     consumers, pad, kind, events = WORKLOADS[name]
-    mailboxes = [_CountingMailbox() for _ in range(consumers)]
+    filtered = name in FILTERED
+    mailboxes = [
+        _CountingMailbox(frozenset({(i,)}) if filtered else None) for i in range(consumers)
+    ]
     route = router(mailboxes)
     notifies = [
-        pq.PGnotify(b"bench", 1, encode_payload((n,), _value(n, kind, pad)).encode())
+        pq.PGnotify(
+            b"bench", 1, encode_payload(_key(n, consumers, filtered), _value(n, kind, pad)).encode()
+        )
         for n in range(events)
     ]
     chunks = [notifies[i : i + CHUNK] for i in range(0, events, CHUNK)]
@@ -114,14 +131,26 @@ def measure(name: str) -> tuple[float, float]:
             route(chunk)
         best = min(best, time.process_time() - started)
     delivered = [m.events for m in mailboxes]
-    if delivered != [events * REPEATS] * consumers:  # a path that drops events is not faster
-        raise SystemExit(f"{name}: mailboxes got {sorted(set(delivered))}, not {events * REPEATS}")
+    each = events * REPEATS // consumers if filtered else events * REPEATS
+    if delivered != [each] * consumers:  # a path that drops events is not faster
+        raise SystemExit(f"{name}: mailboxes got {sorted(set(delivered))}, not {each}")
     per_event = best / events * 1e6
-    return per_event, per_event / consumers
+    return per_event, per_event / (1 if filtered else consumers)
+
+
+def has_key_filters() -> bool:
+    try:
+        from pghub._mailbox import Mailbox
+    except ImportError:
+        return False
+    return "keys" in inspect.signature(Mailbox).parameters
 
 
 def main(argv: list[str]) -> int:
     for name in argv or list(WORKLOADS):
+        if name in FILTERED and not has_key_filters():
+            print(f"{name:<11} n/a: this pghub has no key filters")
+            continue
         per_event, per_delivery = measure(name)
         print(f"{name:<11} {per_event:9.2f} us/event {per_delivery:8.3f} us/delivery")
     return 0
