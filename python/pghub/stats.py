@@ -13,8 +13,9 @@ class HubStats:
     - ``state``: "new", "connecting", "connected", "disconnected", "stopping" or "stopped".
     - ``events_received``: valid notifications received on subscribed channels.
     - ``events_delivered``: events handed to consumer callbacks or read from a
-      :class:`pghub.Subscription` (one per consumer).
-    - ``invalid_payloads``: notifications on subscribed channels that failed to decode (dropped).
+      :class:`pghub.SyncSubscription` or :class:`pghub.Subscription` (one per consumer).
+    - ``invalid_payloads``: notifications on subscribed channels that failed to decode, or
+      that a parse_float/parse_int hook raised on (dropped).
     - ``overflow_drops``: events dropped from full consumer queues.
     - ``callback_errors``: consumer callbacks that raised.
     - ``subscribes``: SUBSCRIBE advisories sent (a consumer's topic took effect).
