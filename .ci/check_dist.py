@@ -9,7 +9,8 @@ with the dev extra): ``.venv/bin/python .ci/check_dist.py``. Checks:
   pytest11 entry point; its version is ``pghub.__version__``; the sdist holds LICENSE and docs/;
 - a fresh virtual environment (PYTHONPATH unset: with it pointing at the checkout, pip would
   say "already satisfied" and install nothing) installs the wheel, imports pghub from there,
-  finds the packaged SQL and docs, and runs ``pghub --help``.
+  finds the packaged SQL and docs, and runs ``pghub --help``; then every Python example of
+  README and docs/hub.md runs there as written (tests/python/test_docs_examples.py).
 """
 
 from __future__ import annotations
@@ -120,8 +121,23 @@ def main() -> None:
         shown = run(venv / "bin" / "python", "-c", probe, cwd=work, env=clean_env)
         check(shown.strip() == version, f"the installed wheel says {shown!r}")
         run(venv / "bin" / "pghub", "--help", cwd=work, env=clean_env)
+        # README's and docs/hub.md's examples, run as written by that environment's python.
+        examples_env = {**clean_env, "PGHUB_EXAMPLES_PYTHON": str(venv / "bin" / "python")}
+        run(
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            REPO / "tests" / "python" / "test_docs_examples.py",
+            env=examples_env,
+        )
         took = time.monotonic() - started
-    print(f"check-dist: {sdist.name} and {wheel.name} built, checked and installed ({took:.0f} s)")
+    print(
+        f"check-dist: {sdist.name} and {wheel.name} built, checked, installed and ran the"
+        f" README and docs/hub.md examples ({took:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

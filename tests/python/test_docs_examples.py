@@ -56,12 +56,19 @@ def app(dsn: str, conn: psycopg.Connection[Any]) -> str:
     return dsn
 
 
+# .ci/check_dist.py sets this to the python of a fresh virtual environment where only the built
+# wheel is installed: the examples then run against pghub as a user installs it.
+EXAMPLES_PYTHON = os.environ.get("PGHUB_EXAMPLES_PYTHON", sys.executable)
+
+
 def run_example(code: str, dsn: str) -> subprocess.CompletedProcess[str]:
     for literal in DSN_LITERALS:
         code = code.replace(literal, repr(dsn))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if sys.executable != EXAMPLES_PYTHON:
+        env.pop("PYTHONPATH", None)  # that interpreter's own pghub, nothing of this checkout
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [EXAMPLES_PYTHON, "-c", code],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
