@@ -993,8 +993,6 @@ BEGIN
             'stand_in text)', 'journal$' || slot);
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pghub.%I (topic, txid, id)',
             'journal$' || slot || '$read', 'journal$' || slot);
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pghub.%I (txid, id) '
-            'WHERE announce IN (''t'', ''o'')', 'journal$' || slot || '$tick', 'journal$' || slot);
     END LOOP;
 END
 $$;
@@ -1169,52 +1167,6 @@ BEGIN
 END
 $$;
 
--- pghub.encode without the size limit: the payload a durable topic journals. The same code as
--- encode, but for the size check (tests/sql/durable.sql holds them to the same bytes).
-CREATE OR REPLACE FUNCTION pghub._payload(key bigint[], value jsonb)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    payload text := 'e';
-    json text;
-    null_at integer;
-BEGIN
-    IF key IS NOT NULL THEN
-        IF array_ndims(key) > 1 THEN
-            RAISE EXCEPTION 'invalid key: an array of % dimensions, a key has one', array_ndims(key)
-                USING ERRCODE = 'array_subscript_error';
-        END IF;
-        null_at := array_position(key, NULL);
-        IF null_at IS NOT NULL THEN
-            RAISE EXCEPTION 'invalid key: element key[%] is NULL', null_at
-                USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        payload := 'e' || array_to_string(key, ',');
-    END IF;
-    IF value IS NOT NULL AND value <> 'null'::jsonb THEN
-        json := value::text;
-        IF strpos(json, ': null') = 0 THEN
-            json := json_strip_nulls(json::json)::text;
-        ELSIF strpos(json, ':[null]') = 0 AND strpos(json, ': [null]') = 0 THEN
-            json := replace(replace(
-                json_strip_nulls(replace(json, ': null', ': [null]')::json)::text,
-                ':[null]', ':null'
-            ), ': [null]', ': null');
-        ELSE
-            json := regexp_replace(json, E'("(?:[^"\\\\]|\\\\.)*")| ', E'\\1', 'g');
-        END IF;
-        payload := payload || ':' || replace(json, '$', E'\\u0024');
-    END IF;
-    RETURN payload;
-END
-$$;
-
-COMMENT ON FUNCTION pghub._payload(bigint[], jsonb) IS
-'Internal: the payload pghub.encode writes, without the 7999-byte limit (what a durable topic '
-'journals). Raises 22004 for a NULL key element, 2202E for a key of more than one dimension.';
-
 -- The current snapshot, with this transaction's own xid (if it has one) as not yet visible:
 -- a position taken inside a writing transaction must not count its own events as read.
 CREATE OR REPLACE FUNCTION pghub._snapshot_now()
@@ -1255,71 +1207,137 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ch text := coalesce(pghub.channel(topic_channel), pghub._topic_fault(topic_channel));
-    topic_id integer;
-    wake text;
-    payload text;
+    payload text := 'e';
+    json text;
+    null_at integer;
+    fits boolean;
     shown text;
-    announce "char";
+    announced "char";
     gen bigint;
 BEGIN
-    SELECT d.id, d.wake INTO topic_id, wake FROM pghub.durable$topic AS d WHERE d.channel = ch;
-    IF topic_id IS NULL THEN
-        -- Not durable (any more): what pghub.notify does for a plain topic.
-        PERFORM pg_notify(ch, pghub.encode(key, value));
-        RETURN;
-    END IF;
-    payload := pghub._payload(key, value);
-    IF octet_length(payload) <= 7999 THEN
-        announce := CASE wake WHEN 'commit' THEN 'n'::"char" ELSE 't'::"char" END;
-    ELSE
-        announce := CASE wake WHEN 'commit' THEN 'w'::"char" ELSE 'o'::"char" END;
-        IF stand_in IS NOT NULL THEN
-            shown := pghub.encode(key, stand_in);
+    -- The payload pghub.encode writes, without its size limit: the same code, here rather than
+    -- in a function of its own, which would cost a call an event (tests/python/test_durable.py
+    -- holds the two to the same bytes).
+    IF key IS NOT NULL THEN
+        IF array_ndims(key) > 1 THEN
+            RAISE EXCEPTION 'invalid key: an array of % dimensions, a key has one', array_ndims(key)
+                USING ERRCODE = 'array_subscript_error';
         END IF;
+        null_at := array_position(key, NULL);
+        IF null_at IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid key: element key[%] is NULL', null_at
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        payload := 'e' || array_to_string(key, ',');
     END IF;
+    IF value IS NOT NULL AND value <> 'null'::jsonb THEN
+        json := value::text;
+        IF strpos(json, ': null') = 0 THEN
+            json := json_strip_nulls(json::json)::text;
+        ELSIF strpos(json, ':[null]') = 0 AND strpos(json, ': [null]') = 0 THEN
+            json := replace(replace(
+                json_strip_nulls(replace(json, ': null', ': [null]')::json)::text,
+                ':[null]', ':null'
+            ), ': [null]', ': null');
+        ELSE
+            json := regexp_replace(json, E'("(?:[^"\\\\]|\\\\.)*")| ', E'\\1', 'g');
+        END IF;
+        payload := payload || ':' || replace(json, '$', E'\\u0024');
+    END IF;
+    fits := octet_length(payload) <= 7999;
+    IF NOT fits AND stand_in IS NOT NULL THEN
+        shown := pghub.encode(key, stand_in);
+    END IF;
+    -- One statement looks the topic up and appends: each statement costs microseconds, an
+    -- event is a few of them.
     gen := pg_sequence_last_value('pghub.journal$gen'::regclass);
     CASE gen % 8
         WHEN 0 THEN
             INSERT INTO pghub.journal$0 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 1 THEN
             INSERT INTO pghub.journal$1 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 2 THEN
             INSERT INTO pghub.journal$2 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 3 THEN
             INSERT INTO pghub.journal$3 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 4 THEN
             INSERT INTO pghub.journal$4 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 5 THEN
             INSERT INTO pghub.journal$5 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         WHEN 6 THEN
             INSERT INTO pghub.journal$6 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
         ELSE
             INSERT INTO pghub.journal$7 (txid, id, topic, announce, payload, stand_in)
-            VALUES (pg_current_xact_id(), nextval('pghub.journal$id'::regclass), topic_id,
-                announce, payload, shown);
+            SELECT pg_current_xact_id(), nextval('pghub.journal$id'::regclass), d.id,
+                CASE d.wake
+                    WHEN 'commit' THEN CASE WHEN fits THEN 'n' ELSE 'w' END
+                    ELSE CASE WHEN fits THEN 't' ELSE 'o' END
+                END::"char", payload, shown
+            FROM pghub.durable$topic AS d WHERE d.channel = ch
+            RETURNING announce INTO announced;
     END CASE;
+    IF announced IS NULL THEN
+        -- Not durable (any more): what pghub.notify does for a plain topic.
+        PERFORM pg_notify(ch, pghub.encode(key, value));
+        RETURN;
+    END IF;
     -- A rotation between reading the generation and appending: say when this table was
     -- written to, so that prune() does not take the event for as old as the table.
     IF pg_sequence_last_value('pghub.journal$gen'::regclass) <> gen THEN
         INSERT INTO pghub.journal$late (slot, written_at) VALUES (gen % 8, clock_timestamp());
     END IF;
-    IF announce = 'n' THEN
+    IF announced = 'n' THEN
         PERFORM pg_notify(ch, payload);  -- today's exact bytes: plain listeners see no change
-    ELSIF announce = 'w' THEN
+    ELSIF announced = 'w' THEN
         IF shown IS NOT NULL THEN
             PERFORM pg_notify(ch, shown);
         END IF;
@@ -1859,6 +1877,7 @@ DECLARE
     stop_txid xid8;
     stop_id bigint;
     next_position text;
+    topic_ids integer[];
 BEGIN
     events := 0;
     more := FALSE;
@@ -1867,13 +1886,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Nothing to announce: return without locking or writing anything (no xid, no WAL).
+    -- Every durable topic is looked at (not only those in tick mode now): a topic switched to
+    -- commit mode may still have events written in tick mode.
+    SELECT array_agg(d.id) INTO topic_ids FROM pghub.durable$topic AS d;
     SELECT t.pos INTO at_text FROM pghub.journal$tick AS t;
     at_position := pghub._position(at_text);
     cur := pg_current_snapshot();
     IF NOT EXISTS (
         SELECT FROM pghub.journal$all AS j
         WHERE
-            j.announce IN ('t', 'o')
+            j.topic = ANY(topic_ids) AND j.announce IN ('t', 'o')
             AND (
                 j.txid = ANY(ARRAY(SELECT pg_snapshot_xip(at_position.prev)))
                 OR j.txid >= pg_snapshot_xmax(at_position.prev)
@@ -1912,7 +1934,7 @@ BEGIN
                 SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
                 FROM pghub.journal$all AS j
                 WHERE
-                    j.announce IN ('t', 'o') AND j.txid = ANY(xips)
+                    j.topic = ANY(topic_ids) AND j.announce IN ('t', 'o') AND j.txid = ANY(xips)
                     AND (j.txid, j.id) > (last_txid, last_id)
                 ORDER BY j.txid, j.id LIMIT max_events + 1
             )
@@ -1921,7 +1943,7 @@ BEGIN
                 SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
                 FROM pghub.journal$all AS j
                 WHERE
-                    j.announce IN ('t', 'o')
+                    j.topic = ANY(topic_ids) AND j.announce IN ('t', 'o')
                     AND j.txid >= pg_snapshot_xmax(prev) AND j.txid < pg_snapshot_xmax(cur)
                     AND pg_visible_in_snapshot(j.txid, cur)
                     AND (j.txid, j.id) > (last_txid, last_id)
@@ -2314,7 +2336,6 @@ COMMENT ON FUNCTION pghub.durable_topics() IS
 
 GRANT EXECUTE ON FUNCTION
 pghub._position(text),
-pghub._payload(bigint[], jsonb),
 pghub._snapshot_now(),
 pghub._journal(text, bigint[], jsonb, jsonb),
 pghub.notify(text, bigint[], jsonb),

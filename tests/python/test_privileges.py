@@ -44,7 +44,6 @@ EXERCISED = {
     "make_transient": "called by the installing role; refused to a plain role",
     "_sync_marker": "through make_durable and make_transient",
     "_journal": "through notify and row_trigger on a durable topic",
-    "_payload": "through _journal",
     "_snapshot_now": "through current_position and read",
     "_position": "through read, consumer_position and ack",
     "_durable_topic": "through read, consumer_position and ack",

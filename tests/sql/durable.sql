@@ -20,7 +20,6 @@ INSERT INTO durable_api VALUES
 ('pghub.durable_topics()'),
 ('pghub.durable_consumers()'),
 ('pghub._position(text)'),
-('pghub._payload(bigint[], jsonb)'),
 ('pghub._snapshot_now()'),
 ('pghub._journal(text, bigint[], jsonb, jsonb)'),
 ('pghub._sync_marker(text)'),
@@ -151,10 +150,14 @@ SELECT is(
     ), 0,
     'a rolled-back savepoint journals nothing'
 );
+SELECT pghub.notify('kept', '{-9223372036854775808,0}', '{"é": [1.50, null, "\u0001"], "$": {}}');
 SELECT is(
-    pghub._payload('{-9223372036854775808,0}', '{"é": [1.50, null, "\u0001"], "$": {}}'),
+    (
+        SELECT k.payload FROM pghub.kept AS k
+        WHERE k.payload LIKE 'e-9223372036854775808,0:%'
+    ),
     pghub.encode('{-9223372036854775808,0}', '{"é": [1.50, null, "\u0001"], "$": {}}'),
-    '_payload writes what encode writes'
+    'the journal holds what encode writes'
 );
 
 -- ==== The triggers ====
