@@ -28,19 +28,22 @@ Phases (:class:`Phase`; :data:`TRANSITIONS` is the whole table, and docs/hub.md 
 
 Inputs, each a fact with the time it was seen: :meth:`Core.start`, :meth:`Core.connected`,
 :meth:`Core.connect_failed`, :meth:`Core.flushed` (the command reached the kernel whole),
-:meth:`Core.heard` (bytes arrived), :meth:`Core.results`, :meth:`Core.lost`, :meth:`Core.due`
-(the clock moved: deadlines), :meth:`Core.stop_requested`, :meth:`Core.wind_down` and
-:meth:`Core.stop_mailboxes`; from the
-hub's callers (through the engine's inbox): :meth:`Core.add_mailbox`, :meth:`Core.subscribe`,
-:meth:`Core.unsubscribe`, :meth:`Core.close_mailbox`; and :meth:`Core.notify`, the one input
-any thread may give (it appends to the outbox deque).
+:meth:`Core.heard` (bytes arrived), :meth:`Core.results`, :meth:`Core.lost`,
+:meth:`Core.due` (the clock moved: deadlines), :meth:`Core.stop_requested`,
+:meth:`Core.wind_down` and :meth:`Core.stop_mailboxes`, :meth:`Core.full` and
+:meth:`Core.room` (mailboxes half full after a read, or taken from: the read pause); from
+the hub's callers (through the engine's inbox): :meth:`Core.add_mailbox`,
+:meth:`Core.subscribe`, :meth:`Core.unsubscribe`, :meth:`Core.close_mailbox`; and
+:meth:`Core.notify`, the one input any thread may give (it appends to the outbox deque).
 
 Outputs: :meth:`Core.next_command` (the statement to send, or None), :meth:`Core.deadline`
-(when to call :meth:`Core.due` at the latest), :attr:`Core.phase` and :attr:`Core.attempt`
-(the driver holds a session exactly while the phase is CONNECTING, LISTENING or CONNECTED,
-and opens a new one for each attempt), :meth:`Core.may_finish`, :attr:`Core.routes` (channel
--> mailboxes, read per notification by ``_router.Router``), advisories put straight into
-mailboxes, and two callbacks: ``on_confirm(items, ok)`` and ``on_first_connect(outcome, why)``.
+(when to call :meth:`Core.due` at the latest), :attr:`Core.reading_paused` (from
+:meth:`Core.full` to :meth:`Core.room` or ``overflow_pause`` later: do not read the socket),
+:attr:`Core.phase` and :attr:`Core.attempt` (the driver holds a session exactly while the
+phase is CONNECTING, LISTENING or CONNECTED, and opens a new one for each attempt),
+:meth:`Core.may_finish`, :attr:`Core.routes` (channel -> mailboxes, read per notification by
+``_router.Router``), advisories put straight into mailboxes, and two callbacks:
+``on_confirm(items, ok)`` and ``on_first_connect(outcome, why)``.
 
 Invariants it keeps:
 
@@ -182,9 +185,27 @@ class MailboxLike(Protocol):
 
     def __hash__(self) -> int: ...
 
-    def put_events(self, events: list[Event]) -> None: ...
+    def put_events(self, events: list[Event]) -> bool | None:
+        """True when it is now at least half full (:func:`pressed`)."""
 
     def put_advisory(self, advisory: Advisory) -> None: ...
+
+
+class Gauged(Protocol):
+    """A mailbox as the read pause sees it: its bound and how much it holds."""
+
+    @property
+    def size(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def __hash__(self) -> int: ...
+
+
+def pressed(mailbox: Gauged) -> bool:
+    """At least half full: the mark at which reading pauses (half, so that the events one
+    read of the socket brings still fit while the consumer catches up)."""
+    return len(mailbox) * 2 >= mailbox.size
 
 
 class Refusal(Protocol):
@@ -265,6 +286,12 @@ class Core:
         self._heard_at = 0.0
         self._setup_pending = False  # the new session's settings are still to be sent
         self._ever_connected = False  # CONNECT has been announced once
+        # The read pause: mailboxes at least half full that hold reading until they have
+        # room or the pause ends, and those a pause ended for while they were still full
+        # (they drop by policy until they have room again: a stuck consumer stays bounded).
+        self._pressing: set[Gauged] = set()
+        self._spent: set[Gauged] = set()
+        self._paused_until: float | None = None
 
     # --- what the driver asks ------------------------------------------------------------------
 
@@ -288,11 +315,25 @@ class Core:
         phase = self.phase
         if phase is Phase.LISTENING or phase is Phase.CONNECTED:
             if self.command is not None:
-                return self.command.deadline
-            return self._heard_at + self.options.liveness_timeout / 2
+                return self._with_pause(self.command.deadline)
+            return self._with_pause(self._heard_at + self.options.liveness_timeout / 2)
         if phase is Phase.CONNECTING or phase is Phase.BACKOFF:
             return self._deadline
         return None
+
+    def _with_pause(self, deadline: float) -> float:
+        until = self._paused_until
+        return deadline if until is None else min(deadline, until)
+
+    @property
+    def reading_paused(self) -> bool:
+        """The driver must not read the session's socket now (a consumer's queue is full)."""
+        return self._paused_until is not None
+
+    @property
+    def watching_room(self) -> bool:
+        """Some mailbox is pressed or spent: call :meth:`room` when consumers take events."""
+        return bool(self._pressing or self._spent)
 
     def may_send(self) -> bool:
         """A session is up and no command is in flight: ask :meth:`next_command`."""
@@ -416,6 +457,14 @@ class Core:
 
     def due(self, now: float) -> None:
         """Act on a deadline that has passed, if one has."""
+        until = self._paused_until
+        if until is not None and now >= until:
+            # Still full: those consumers are stuck, not slow. Read on; their queues drop
+            # by policy (OVERFLOW) until they have room again.
+            names = ", ".join(sorted(repr(m) for m in self._pressing))
+            self.log.warning("reading on after a pause: still full: %s", names)
+            self._spent |= self._pressing
+            self._end_pause(now)
         phase = self.phase
         if phase is Phase.BACKOFF:
             if now >= self._deadline and not self.stopping:
@@ -427,6 +476,37 @@ class Core:
         elif self.command is not None and now >= self.command.deadline and phase in _SESSION_UP:
             reason = f"no answer from the server within {self.options.liveness_timeout} s"
             self._lose(reason, Trigger.LOST, now)
+
+    def full(self, mailboxes: Sequence[Gauged], now: float) -> None:
+        """These mailboxes are at least half full after a read. Reading pauses (the server's
+        notification queue holds the rest) for up to ``overflow_pause`` (at most a quarter
+        of ``liveness_timeout``) while any of them that has not already had a pause is
+        pressed; a command's deadline moves with it, its answer unread meanwhile."""
+        pause = min(self.options.overflow_pause, self.options.liveness_timeout / 4)
+        if pause <= 0 or self.phase not in _SESSION_UP:
+            return
+        for mailbox in mailboxes:
+            if mailbox not in self._spent and pressed(mailbox):
+                self._pressing.add(mailbox)
+        if self._pressing and self._paused_until is None:
+            self._paused_until = now + pause
+            if self.command is not None:
+                self.command.deadline += pause
+            self._heard_at = max(self._heard_at, now)  # not reading is not silence
+
+    def room(self, now: float) -> None:
+        """Consumers took events: mailboxes below the mark no longer hold reading, and those
+        spent may pause it again."""
+        self._spent = {m for m in self._spent if pressed(m)}
+        self._pressing = {m for m in self._pressing if pressed(m)}
+        if not self._pressing:
+            self._end_pause(now)
+
+    def _end_pause(self, now: float) -> None:
+        if self._paused_until is not None:
+            self._paused_until = None
+            self._heard_at = max(self._heard_at, now)
+        self._pressing.clear()
 
     def stop_requested(self) -> None:
         """Stop: send what is queued if a session is up, then :meth:`may_finish` says so."""
@@ -500,6 +580,10 @@ class Core:
             return
         del self._told_connect[mailbox]
         self._subs.drop(mailbox)
+        self._pressing.discard(mailbox)
+        self._spent.discard(mailbox)
+        if not self._pressing:
+            self._paused_until = None
         mailbox.put_advisory(_CLOSE)
 
     # --- transitions --------------------------------------------------------------------------
@@ -536,6 +620,7 @@ class Core:
     def _lose(self, reason: str, trigger: Trigger, now: float) -> None:
         """The session is gone or unusable: settle the command in flight, tell, reconnect."""
         self.backend_pid = None
+        self._end_pause(now)  # the next session reads from its start
         command, self.command = self.command, None
         if command is not None and command.kind is Kind.NOTIFY:
             if command.sent:

@@ -29,7 +29,7 @@ from ._options import HubOptions
 from ._outbox import Outgoing
 from ._router import Router
 from ._session import Session, SessionLost, session_conninfo
-from .errors import ConnectFailed, HubStopped
+from .errors import ConnectFailed, HubStopped, SendQueueFull
 
 # poll() takes at most 2**31-1 ms (24.8 days): a far deadline is waited for in steps.
 _MAX_WAIT = 3600.0
@@ -88,6 +88,9 @@ class Engine:
         self._attempt = 0
         self._connect_wait = _WRITE  # what a connecting session waits for
         self._want_write = False
+        # Callers waiting for room in a full send queue; told when the engine takes a batch.
+        self._room = threading.Condition(threading.Lock())
+        self._room_waiters = 0
 
     @property
     def state(self) -> str:
@@ -109,6 +112,8 @@ class Engine:
                 self._thread.start()
 
     def add_mailbox(self, mailbox: MailboxLike) -> None:
+        if hasattr(mailbox, "on_room"):
+            mailbox.on_room = self._inbox.ring  # a paused read resumes when it has room
         self._call(self.core.add_mailbox, mailbox)
 
     def subscribe(self, mailbox: MailboxLike, channels: list[str]) -> None:
@@ -125,18 +130,61 @@ class Engine:
         (at once on this thread once the engine has finished)."""
         self._call(callback)
 
-    def notify(self, item: Outgoing) -> None:
-        self.notify_many((item,))
+    def notify(self, item: Outgoing, *, wait: bool = True) -> None:
+        self.notify_many((item,), wait=wait)
 
-    def notify_many(self, items: Sequence[Outgoing]) -> None:
+    def notify_many(self, items: Sequence[Outgoing], *, wait: bool = True) -> None:
         """Queue notifies, all of one call at once (the engine never splits a caller's batch
-        by taking its first item alone)."""
+        by taking its first item alone). When the send queue is full: with ``wait``, wait up
+        to ``send_wait`` for room; SendQueueFull after that, or at once without ``wait``."""
         if self._forked_from is not None:
             self.refuse_if_forked()
         if self._stop_requested:
             raise HubStopped(f"hub {self.name!r} is stopped")
-        self.core.notify(items)  # SendQueueFull; answered at once after the wind-down
+        try:
+            self.core.notify(items)  # SendQueueFull; answered at once after the wind-down
+        except SendQueueFull as full:
+            if not wait:
+                raise
+            self._wait_for_room(items, full)
         self._inbox.ring()
+
+    def _wait_for_room(self, items: Sequence[Outgoing], full: SendQueueFull) -> None:
+        """Queue ``items`` once the engine has taken enough of a full send queue, waiting up
+        to ``send_wait``; SendQueueFull after that. Never waits on the engine thread (a
+        confirm callback's notify: the engine would be waiting for itself) or with
+        ``send_wait=0``."""
+        wait = self.core.options.send_wait
+        if wait <= 0 or self.on_engine_thread():
+            raise full
+        deadline = time.monotonic() + wait
+        self._inbox.ring()  # make sure the engine is awake to take a batch
+        with self._room:
+            self._room_waiters += 1
+            try:
+                while True:
+                    if self._stop_requested:
+                        raise HubStopped(f"hub {self.name!r} is stopped")
+                    try:
+                        self.core.notify(items)
+                        return
+                    except SendQueueFull:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise SendQueueFull(
+                                f"{len(self.core.outbox)} notifies still wait to be sent after"
+                                f" {wait} s (send_queue_size={self.core.options.send_queue_size},"
+                                f" send_wait={wait}); the server is unreachable or too slow"
+                            ) from None
+                        self._room.wait(min(left, 0.1))  # a step: a missed signal costs 0.1 s
+            finally:
+                self._room_waiters -= 1
+
+    def _made_room(self) -> None:
+        """The engine took notifies from the send queue (or stopped): wake waiting callers."""
+        if self._room_waiters:
+            with self._room:
+                self._room.notify_all()
 
     def request_stop(self) -> None:
         self.refuse_if_forked()
@@ -214,6 +262,8 @@ class Engine:
         core = self.core
         while True:
             self._inbox.run(self.log)
+            if core.watching_room:
+                core.room(time.monotonic())
             if self._stop_requested:
                 core.stop_requested()
             if core.may_finish():
@@ -247,7 +297,10 @@ class Engine:
             if self.core.phase is Phase.CONNECTING:
                 poller.register(fd, self._connect_wait)
             else:
-                poller.register(fd, _READ | (_WRITE if self._want_write else 0))
+                # While paused for a full mailbox the socket is not read (hang-ups still
+                # wake us: poll() reports them unasked).
+                read = 0 if self.core.reading_paused else _READ
+                poller.register(fd, read | (_WRITE if self._want_write else 0))
         deadline = self.core.deadline()
         wait = _IDLE_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
         events = 0
@@ -298,6 +351,8 @@ class Engine:
         sendable = len(self.core.outbox)
         self._inbox.run(self.log)
         command = self.core.next_command(time.monotonic(), sendable)
+        if command is not None and command.batch:
+            self._made_room()
         session = self._session
         if command is not None and session is not None:
             try:
@@ -319,9 +374,12 @@ class Engine:
         notifies = session.notifies()
         if notifies:
             try:
-                self._router.route(notifies)
+                full = self._router.route(notifies)
             except Exception:  # a bug here must not end the hub: say so and keep draining
                 self.log.exception("%d notifications lost", len(notifies))
+            else:
+                if full:
+                    core.full(full, time.monotonic())
         if finished and core.command is not None:
             core.results(session.results(), time.monotonic())
 
@@ -339,6 +397,7 @@ class Engine:
             self._inbox.run(self.log)  # commands that came in before _done was set
             self.core.stop_mailboxes()
         self._inbox.close()
+        self._made_room()  # waiting callers: the hub is stopped
         self.core.finished()
         self.finished.set_result(None)
         self._on_finished()

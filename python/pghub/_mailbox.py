@@ -1,8 +1,10 @@
 """A consumer's bounded queue, filled by the hub's engine thread and emptied by the consumer.
 
-The engine must never wait for a consumer (the server's notification queue would fill), so a
-full mailbox drops events by its policy and counts them; the consumer hears how many it lost
-in an OVERFLOW advisory before its next events. Advisories are never dropped.
+The engine waits for a consumer only a bounded time (the server's notification queue fills
+meanwhile): a mailbox says when it is half full, the core pauses reading for up to
+``overflow_pause``, and a take() from a half-full mailbox wakes the engine. Past that a full
+mailbox drops events by its policy and counts them; the consumer hears how many it lost in an
+OVERFLOW advisory before its next events. Advisories are never dropped.
 
 A mailbox also keeps what its consumer has been told about its topics (SUBSCRIBE, UNSUBSCRIBE,
 the final advisory) as the engine tells it, for waits on a subscription, and the consumer's
@@ -52,12 +54,17 @@ class Mailbox:
         self._lost = 0  # dropped since the consumer last looked
         self.dropped = 0  # dropped in all
         self.high_water = 0
+        # Set by the engine: called when the consumer takes from a mailbox that was at least
+        # half full, so that a read paused for it resumes at once.
+        self.on_room: Callable[[], None] | None = None
+        self._pressed = False
 
     def __repr__(self) -> str:
         return f"<Mailbox {self.name!r}>"
 
-    def put_events(self, events: list[Event]) -> None:
-        """Queue ordinary events, dropping by policy when full (engine thread)."""
+    def put_events(self, events: list[Event]) -> bool:
+        """Queue ordinary events, dropping by policy when full (engine thread); whether it is
+        now at least half full (the engine may pause reading until the consumer takes)."""
         with self._lock:
             items = self._items
             was_empty = not items
@@ -72,10 +79,15 @@ class Mailbox:
                 self._lost += lost
                 self.dropped += lost
             items.extend(events)
-            if len(items) > self.high_water:
-                self.high_water = len(items)
+            held = len(items)
+            if held > self.high_water:
+                self.high_water = held
+            full = held * 2 >= self.size
+            if full:
+                self._pressed = True
         if was_empty and items:
             self._wake()
+        return full
 
     def _drop_oldest(self, n: int) -> int:
         """Drop up to n of the oldest queued ordinary events (never advisories); how many."""
@@ -140,6 +152,9 @@ class Mailbox:
         with self._lock:
             items, self._items = self._items, deque()
             lost, self._lost = self._lost, 0
+            pressed, self._pressed = self._pressed, False
+        if pressed and self.on_room is not None:
+            self.on_room()
         return items, lost
 
     def __len__(self) -> int:

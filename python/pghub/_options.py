@@ -22,6 +22,7 @@ MAX_TCP_KEEPIDLE = 32767
 MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
 
 _SECONDS = ("connect_timeout", "liveness_timeout", "reconnect_delay", "reconnect_max_delay")
+_WAITS = ("send_wait", "overflow_pause")  # 0 allowed: do not wait
 _COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars")
 _HOOKS = ("default", "parse_float", "parse_int")
 
@@ -38,6 +39,11 @@ class HubOptions:
     queue_size: int = 10_000
     overflow: Overflow = "drop_oldest"
     send_queue_size: int = 100_000
+    # How long notify() waits for room in a full send queue before SendQueueFull (0: never).
+    send_wait: float = 5.0
+    # How long the engine stops reading while a consumer's queue is half full, before it
+    # reads on and that consumer's queue drops by its policy (0: never pause).
+    overflow_pause: float = 2.0
     batch_max_notifies: int = 1000
     batch_max_chars: int = 1_000_000
     # JSON hooks, as json.dumps(default=) and json.loads(parse_float=, parse_int=): they change
@@ -55,6 +61,12 @@ class HubOptions:
                 raise ValueError(
                     f"{name} must be a finite number of seconds above 0, got {value!r}"
                 )
+        for name in _WAITS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds, at least 0")
         if self.liveness_timeout > MAX_LIVENESS_TIMEOUT:
             # Refused here rather than by the kernel at every connect (setsockopt fails).
             raise ValueError(
@@ -85,6 +97,8 @@ class HubOptionArgs(TypedDict, total=False):
     queue_size: int
     overflow: Overflow
     send_queue_size: int
+    send_wait: float
+    overflow_pause: float
     batch_max_notifies: int
     batch_max_chars: int
     default: Callable[[Any], Any] | None

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from ._core import Counters, MailboxLike
+from ._core import Counters, Gauged, MailboxLike
 from ._log import HubLog, Log
 from .errors import InvalidPayload
 from .events import Event
@@ -96,8 +96,9 @@ class Router:
                 decode_payload, parse_float=parse_float, parse_int=parse_int
             )
 
-    def route(self, notifies: Sequence[Notification]) -> None:
-        """Decode each notification once and hand it to the mailboxes of its channel.
+    def route(self, notifies: Sequence[Notification]) -> list[Gauged]:
+        """Decode each notification once and hand it to the mailboxes of its channel; the
+        mailboxes now at least half full (the core may pause reading for them).
 
         Consecutive notifications on one channel form a run, which each of its mailboxes
         gets in one step; a mailbox's events keep the server's order, across channels too.
@@ -163,5 +164,8 @@ class Router:
                     pending[mailbox] = mine if len(runs) == 1 else list(mine)
                 else:
                     box.extend(mine)
+        full: list[Gauged] = []
         for mailbox, mine in pending.items():
-            mailbox.put_events(mine)
+            if mailbox.put_events(mine):
+                full.append(cast(Gauged, mailbox))
+        return full

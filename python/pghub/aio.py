@@ -339,9 +339,15 @@ class AsyncHub(HubBase):
     ) -> asyncio.Future[bool]:
         """Send an event; bad input raises here. The future's result is True once committed,
         False if it was not sent. Awaiting it is optional; ``confirm(ok)`` runs once on this
-        loop with the same answer, whether or not the future is awaited or cancelled."""
+        loop with the same answer, whether or not the future is awaited or cancelled.
+
+        It never blocks the loop: with the send queue full (``send_queue_size``) it raises
+        SendQueueFull at once (``send_wait`` is the sync hub's); await earlier futures to pace
+        a tight loop."""
         answer = _Answer(1, confirm, self.log)
-        self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer))
+        self._engine.notify(
+            self._outgoing(topic, key, value, next(self._groups), answer), wait=False
+        )
         return answer.future
 
     def notify_many(
@@ -351,7 +357,7 @@ class AsyncHub(HubBase):
         ``confirm`` runs once with the same answer."""
         items = self._outgoing_many(events)
         answer = _Answer(len(items), confirm, self.log)
-        self._engine.notify_many([item._replace(confirm=answer) for item in items])
+        self._engine.notify_many([item._replace(confirm=answer) for item in items], wait=False)
         if not items:
             answer.settle()  # nothing to send, nothing that failed
         return answer.future

@@ -160,7 +160,11 @@ class Hub(HubBase):
     ) -> concurrent.futures.Future[bool]:
         """Send an event. Bad input raises here. The future's result is True once committed,
         False if it was not sent (stopped, or refused by the server); ``confirm(ok)`` runs
-        once with the same answer, on the hub's engine thread."""
+        once with the same answer, on the hub's engine thread.
+
+        With the send queue full (``send_queue_size``) it waits up to ``send_wait`` seconds
+        for the engine to take a batch, then raises SendQueueFull; at once with
+        ``send_wait=0`` or on the engine thread (a ``confirm`` callback)."""
         answer = _SyncAnswer(1, confirm, self.log)
         self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer.one))
         return answer.future

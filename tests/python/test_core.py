@@ -862,3 +862,95 @@ def test_json_copy_copies_nesting_deeper_than_the_recursion_limit() -> None:
     copy = json_copy(value)
     assert copy is not value
     assert copy[0] is not value[0]
+
+
+# --- the read pause (a consumer's queue half full) --------------------------------------------
+
+
+class _Gauge(Box):
+    """A recording mailbox with a bound and a fill the test sets."""
+
+    def __init__(self, size: int, held: int = 0) -> None:
+        super().__init__(f"gauge{size}")
+        self.size = size
+        self.held = held
+
+    def __len__(self) -> int:
+        return self.held
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def test_a_half_full_mailbox_pauses_reading_until_it_has_room() -> None:
+    r = Rig(overflow_pause=2.0)
+    r.up()
+    box = _Gauge(10, 5)
+    r.core.full([box], r.now)
+    assert r.core.reading_paused
+    assert r.core.deadline() == r.now + 2.0  # woken at the pause's end at the latest
+    r.tick(1.0)
+    r.core.room(r.now)
+    assert r.core.reading_paused  # still half full
+    box.held = 4
+    r.core.room(r.now)
+    assert not r.core.reading_paused
+    assert not r.core.watching_room
+
+
+def test_a_mailbox_still_full_after_the_pause_is_read_past_until_it_has_room() -> None:
+    r = Rig(overflow_pause=2.0)
+    r.up()
+    box = _Gauge(10, 10)
+    r.core.full([box], r.now)
+    r.tick(2.0)
+    assert not r.core.reading_paused  # stuck: read on (its queue drops, OVERFLOW)
+    r.core.full([box], r.now)
+    assert not r.core.reading_paused  # spent: no second pause while it stays full
+    box.held = 0
+    r.core.room(r.now)
+    assert not r.core.watching_room
+    box.held = 5
+    r.core.full([box], r.now)
+    assert r.core.reading_paused  # it had room again: a new burst may pause again
+
+
+def test_a_pause_moves_the_deadline_of_the_command_in_flight() -> None:
+    r = Rig(overflow_pause=2.0, liveness_timeout=30.0)
+    r.up()
+    r.core.notify([item(1)])
+    command = r.send()
+    before = command.deadline
+    r.core.full([_Gauge(2, 1)], r.now)
+    assert command.deadline == before + 2.0
+    r.tick(before - r.now + 1.0)  # past the old deadline, within the moved one
+    assert r.phase is Phase.CONNECTED
+    r.answer()
+    assert r.answered() == {1: True}
+
+
+def test_no_pause_with_overflow_pause_0_and_at_most_a_quarter_of_liveness() -> None:
+    r = Rig(overflow_pause=0)
+    r.up()
+    r.core.full([_Gauge(2, 2)], r.now)
+    assert not r.core.reading_paused
+    r = Rig(overflow_pause=5.0, liveness_timeout=4.0)
+    r.up()
+    r.core.full([_Gauge(2, 2)], r.now)
+    assert r.core.deadline() == r.now + 1.0
+
+
+def test_a_lost_session_or_a_closed_mailbox_ends_the_pause() -> None:
+    r = Rig()
+    r.up()
+    r.core.full([_Gauge(2, 2)], r.now)
+    r.lose()
+    assert not r.core.reading_paused
+    r = Rig()
+    r.up()
+    gauge = _Gauge(2, 2)
+    r.core.add_mailbox(gauge)
+    r.core.full([gauge], r.now)
+    assert r.core.reading_paused
+    r.core.close_mailbox(gauge)
+    assert not r.core.reading_paused
