@@ -2202,8 +2202,8 @@ BEGIN
                     INSERT INTO pghub.journal$gap (topic, removed_by, settled, min_txid,
                         max_txid, events, first_id, last_id, oldest_at, newest_at, removed_at)
                     SELECT p.topic, pg_current_xact_id(), pg_current_snapshot(),
-                        (SELECT min(j.txid) FROM %1$s AS j WHERE j.topic = p.topic),
-                        (SELECT max(j.txid) FROM %1$s AS j WHERE j.topic = p.topic),
+                        (SELECT j.txid FROM %1$s AS j WHERE j.topic = p.topic ORDER BY j.txid LIMIT 1),
+                        (SELECT j.txid FROM %1$s AS j WHERE j.topic = p.topic ORDER BY j.txid DESC LIMIT 1),
                         coalesce(($1 -> p.topic::text ->> 0)::bigint, 0),
                         ($1 -> p.topic::text ->> 1)::bigint,
                         ($1 -> p.topic::text ->> 2)::bigint,
@@ -2245,8 +2245,12 @@ BEGIN
     INSERT INTO pghub.journal$gap (topic, removed_by, settled, min_txid, max_txid, events,
         first_id, last_id, oldest_at, newest_at, removed_at)
     SELECT
-        o.topic, max(o.removed_by), (array_agg(o.settled ORDER BY o.removed_at DESC))[1],
-        min(o.min_txid), max(o.max_txid), sum(o.events), min(o.first_id), max(o.last_id),
+        -- No min()/max() of xid8 before PostgreSQL 16: the first of a sorted array instead.
+        o.topic, (array_agg(o.removed_by ORDER BY o.removed_by DESC))[1],
+        (array_agg(o.settled ORDER BY o.removed_at DESC))[1],
+        (array_agg(o.min_txid ORDER BY o.min_txid))[1],
+        (array_agg(o.max_txid ORDER BY o.max_txid DESC))[1],
+        sum(o.events), min(o.first_id), max(o.last_id),
         min(o.oldest_at), max(o.newest_at), max(o.removed_at)
     FROM old AS o GROUP BY o.topic;
 END
