@@ -1717,6 +1717,84 @@ COMMENT ON FUNCTION pghub._gap(integer, pg_snapshot, pg_snapshot, boolean) IS
 'Internal to pghub.read: what a reader at a position may have lost to prune() (events, ids, '
 'times), or NULL.';
 
+-- The next events of a batch, at most max_rows, in (txid, id) order: those of the given topics
+-- (only those tick() has to announce, with tick_only) whose transaction is visible in cur and
+-- not in prev, after (last_txid, last_id). Transactions that were running at prev and have
+-- committed by cur are looked up by xid; the others lie in [xmax(prev), xmax(cur)), a range a
+-- long transaction does not widen (PgQ's pgq.batch_event_sql does the same). The range is read
+-- topic by topic in index order: the planner, misled by a table just filled or just emptied,
+-- would otherwise sort the whole rest of the batch for every page.
+CREATE OR REPLACE FUNCTION pghub._batch(
+    topic_ids integer[], tick_only boolean, prev pg_snapshot, cur pg_snapshot,
+    last_txid xid8, last_id bigint, max_rows integer
+)
+RETURNS TABLE (
+    txid xid8, id bigint, topic integer, announce "char", payload text, stand_in text -- noqa: RF06
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    xips xid8[];
+    got integer;
+    from_txid xid8;
+    from_id bigint;
+    sort_before text := current_setting('enable_sort');
+    jit_before text := current_setting('jit');
+BEGIN
+    SELECT coalesce(array_agg(x.xid), '{}') INTO xips
+    FROM pg_snapshot_xip(prev) AS x (xid)
+    WHERE pg_visible_in_snapshot(x.xid, cur);
+    RETURN QUERY
+    SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
+    FROM pghub.journal$all AS j
+    WHERE
+        j.topic = ANY(topic_ids) AND j.txid = ANY(xips)
+        AND (j.txid, j.id) > (last_txid, last_id)
+        AND (NOT tick_only OR j.announce IN ('t', 'o'))
+    ORDER BY j.txid, j.id LIMIT max_rows;
+    GET DIAGNOSTICS got = ROW_COUNT;
+    IF got >= max_rows THEN
+        RETURN;
+    END IF;
+    -- One row comparison for where the range starts (at the cursor, or at xmax(prev)), so that
+    -- the index scan starts there: with two bounds on txid it may start at the lower one.
+    IF last_txid >= pg_snapshot_xmax(prev) THEN
+        from_txid := last_txid;
+        from_id := last_id;
+    ELSE
+        from_txid := pg_snapshot_xmax(prev);
+        from_id := -1;  -- every id of from_txid (ids start at 1)
+    END IF;
+    -- Without sorts the plan's cost includes PostgreSQL's penalty for them, which would make
+    -- it compile the query with JIT (hundreds of milliseconds): no JIT either.
+    PERFORM set_config('enable_sort', 'off', TRUE);
+    PERFORM set_config('jit', 'off', TRUE);
+    RETURN QUERY
+    SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
+    FROM unnest(topic_ids) AS t (id)
+    CROSS JOIN LATERAL (
+        SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
+        FROM pghub.journal$all AS j
+        WHERE
+            j.topic = t.id
+            AND (j.txid, j.id) > (from_txid, from_id) AND j.txid < pg_snapshot_xmax(cur)
+            AND pg_visible_in_snapshot(j.txid, cur)
+            AND (NOT tick_only OR j.announce IN ('t', 'o'))
+        ORDER BY j.txid, j.id LIMIT max_rows - got
+    ) AS j
+    ORDER BY j.txid, j.id LIMIT max_rows - got;
+    PERFORM set_config('enable_sort', sort_before, TRUE);
+    PERFORM set_config('jit', jit_before, TRUE);
+END
+$$;
+
+COMMENT ON FUNCTION pghub._batch(
+    integer[], boolean, pg_snapshot, pg_snapshot, xid8, bigint, integer
+) IS
+'Internal to read and tick: the next events of the batch prev..cur after (last_txid, last_id), '
+'at most max_rows, in (txid, id) order.';
+
 CREATE OR REPLACE FUNCTION pghub.read(topic text, since text, max_events integer DEFAULT 1000)
 RETURNS TABLE (pos text, payload text, gap jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -1731,7 +1809,9 @@ DECLARE
     last_id bigint;
     mid_batch boolean;
     lost jsonb;
-    xips xid8[];
+    txids xid8[];
+    ids bigint[];
+    payloads text[];
     prefix text;
     cur_text text;
     got integer;
@@ -1773,53 +1853,26 @@ BEGIN
         RETURN NEXT;
     END IF;
     LOOP
-        -- The batch: the events of the transactions visible in cur and not in prev, in
-        -- (txid, id) order. Those running at prev and committed by cur are looked up by xid;
-        -- the others lie in [xmax(prev), xmax(cur)), a range that a long transaction does not
-        -- widen (PgQ's pgq.batch_event_sql does the same).
-        SELECT coalesce(array_agg(x.xid), '{}') INTO xips
-        FROM pg_snapshot_xip(prev) AS x (xid)
-        WHERE pg_visible_in_snapshot(x.xid, cur);
+        SELECT array_agg(b.txid ORDER BY b.n), array_agg(b.id ORDER BY b.n),
+            array_agg(b.payload ORDER BY b.n)
+        INTO txids, ids, payloads
+        FROM pghub._batch(ARRAY[topic_id], FALSE, prev, cur, last_txid, last_id, max_events + 1)
+            WITH ORDINALITY AS b (txid, id, topic, announce, payload, stand_in, n);
+        got := least(coalesce(cardinality(txids), 0), max_events);
         prefix := prev::text || '/' || cur::text || '/';
         cur_text := cur::text;
+        -- Each event's position; the last one of a batch read to its end is the batch's end.
         RETURN QUERY
-        WITH batch AS (
-            (
-                SELECT j.txid, j.id, j.payload FROM pghub.journal$all AS j
-                WHERE
-                    j.topic = topic_id AND j.txid = ANY(xips)
-                    AND (j.txid, j.id) > (last_txid, last_id)
-                ORDER BY j.txid, j.id LIMIT max_events + 1
-            )
-            UNION ALL
-            (
-                SELECT j.txid, j.id, j.payload FROM pghub.journal$all AS j
-                WHERE
-                    j.topic = topic_id
-                    AND j.txid >= pg_snapshot_xmax(prev) AND j.txid < pg_snapshot_xmax(cur)
-                    AND pg_visible_in_snapshot(j.txid, cur)
-                    AND (j.txid, j.id) > (last_txid, last_id)
-                ORDER BY j.txid, j.id LIMIT max_events + 1
-            )
-        ),
-        page AS (
-            SELECT
-                b.txid, b.id, b.payload,
-                row_number() OVER (ORDER BY b.txid, b.id) AS n,
-                count(*) OVER () AS found
-            FROM (SELECT * FROM batch ORDER BY batch.txid, batch.id LIMIT max_events + 1) AS b
-        )
         SELECT
             CASE
-                WHEN p.n = p.found AND p.found <= max_events THEN cur_text
-                ELSE prefix || p.txid::text || '.' || p.id::text
+                WHEN u.n = cardinality(txids) AND u.n <= max_events THEN cur_text
+                ELSE prefix || u.txid::text || '.' || u.id::text
             END,
-            p.payload,
+            u.payload,
             NULL::jsonb
-        FROM page AS p
-        WHERE p.n <= max_events
-        ORDER BY p.n;
-        GET DIAGNOSTICS got = ROW_COUNT;
+        FROM unnest(txids, ids, payloads) WITH ORDINALITY AS u (txid, id, payload, n)
+        WHERE u.n <= max_events
+        ORDER BY u.n;
         EXIT WHEN got > 0 OR NOT mid_batch;
         -- The rest of a batch begun earlier was empty: on to the next one.
         prev := cur;
@@ -1868,7 +1921,6 @@ DECLARE
     last_txid xid8;
     last_id bigint;
     mid_batch boolean;
-    xips xid8[];
     batch_rows integer;
     cut_at integer;
     channels text[];
@@ -1926,36 +1978,12 @@ BEGIN
         last_id := 0;
     END IF;
     LOOP
-        SELECT coalesce(array_agg(x.xid), '{}') INTO xips
-        FROM pg_snapshot_xip(prev) AS x (xid)
-        WHERE pg_visible_in_snapshot(x.xid, cur);
-        WITH batch AS (
-            (
-                SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
-                FROM pghub.journal$all AS j
-                WHERE
-                    j.topic = ANY(topic_ids) AND j.announce IN ('t', 'o') AND j.txid = ANY(xips)
-                    AND (j.txid, j.id) > (last_txid, last_id)
-                ORDER BY j.txid, j.id LIMIT max_events + 1
-            )
-            UNION ALL
-            (
-                SELECT j.txid, j.id, j.topic, j.announce, j.payload, j.stand_in
-                FROM pghub.journal$all AS j
-                WHERE
-                    j.topic = ANY(topic_ids) AND j.announce IN ('t', 'o')
-                    AND j.txid >= pg_snapshot_xmax(prev) AND j.txid < pg_snapshot_xmax(cur)
-                    AND pg_visible_in_snapshot(j.txid, cur)
-                    AND (j.txid, j.id) > (last_txid, last_id)
-                ORDER BY j.txid, j.id LIMIT max_events + 1
-            )
-        ),
-        numbered AS (
+        WITH numbered AS (
             SELECT
                 b.txid, b.id, d.channel, s.sent,
                 row_number() OVER (ORDER BY b.txid, b.id) AS n,
                 row_number() OVER (PARTITION BY d.channel, s.sent ORDER BY b.txid, b.id) AS copy
-            FROM (SELECT * FROM batch ORDER BY batch.txid, batch.id LIMIT max_events + 1) AS b
+            FROM pghub._batch(topic_ids, TRUE, prev, cur, last_txid, last_id, max_events + 1) AS b
             LEFT JOIN pghub.durable$topic AS d ON b.topic = d.id
             CROSS JOIN LATERAL (
                 SELECT CASE WHEN b.announce = 't' THEN b.payload ELSE b.stand_in END AS sent
@@ -2353,6 +2381,7 @@ pghub.consumer_position(text, text, text),
 pghub.ack(text, text, text),
 pghub.drop_consumer(text, text),
 pghub._gap(integer, pg_snapshot, pg_snapshot, boolean),
+pghub._batch(integer[], boolean, pg_snapshot, pg_snapshot, xid8, bigint, integer),
 pghub.read(text, text, integer),
 pghub.tick(integer),
 pghub._removable(integer),

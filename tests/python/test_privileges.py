@@ -49,6 +49,7 @@ EXERCISED = {
     "_durable_topic": "through read, consumer_position and ack",
     "_consumer_name": "through consumer_position, ack and drop_consumer",
     "_gap": "through read",
+    "_batch": "through read and tick",
     "_removable": "through prune",
     "current_position": "called",
     "consumer_position": "called",

@@ -26,6 +26,7 @@ INSERT INTO durable_api VALUES
 ('pghub._durable_topic(text)'),
 ('pghub._consumer_name(text)'),
 ('pghub._gap(integer, pg_snapshot, pg_snapshot, boolean)'),
+('pghub._batch(integer[], boolean, pg_snapshot, pg_snapshot, xid8, bigint, integer)'),
 ('pghub._removable(integer)');
 SELECT is(
     (
