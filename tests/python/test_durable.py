@@ -525,3 +525,42 @@ def test_the_journal_holds_what_encode_writes_for_every_vector(
         )
     journaled = [row[0] for row in conn.execute("SELECT payload FROM pghub.vectors ORDER BY id")]
     assert journaled == [vector["payload"] for vector in valid]
+
+
+def buffers_of(conn: psycopg.Connection[Any], statement: str, params: list[Any]) -> int:
+    """Shared buffers a statement touched, its nested queries included (EXPLAIN BUFFERS)."""
+    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", params)
+    row = plan.fetchone()
+    assert row is not None
+    top = row[0][0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+def test_a_page_costs_what_it_reads_not_what_is_left_of_its_batch(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """50,000 events of one transaction in a table with no statistics yet (as after a burst, or
+    after prune emptied it): a page of 100 touches a few buffers, at the start of the batch as
+    at its end. Before, the planner sorted the rest of the batch for each page (and the range
+    scan started at the batch's start, not at the cursor)."""
+    conn.execute("SELECT pghub.make_durable('orders', wake => 'tick')")
+    start = conn.execute("SELECT pghub.current_position()").fetchone()
+    assert start is not None
+    conn.execute(
+        "DO $$ BEGIN FOR i IN 1..50000 LOOP"
+        " PERFORM pghub.notify('orders', ARRAY[i]::bigint[], '{\"op\": \"ins\"}');"
+        " END LOOP; END $$"
+    )
+    whole = conn.execute(
+        "SELECT pg_relation_size('pghub.journal$0') / current_setting('block_size')::int"
+    ).fetchone()
+    assert whole is not None
+    assert whole[0] > 300, "the journal table holds hundreds of pages"
+    read = "SELECT count(*) FROM pghub.read('orders', %s, 100)"
+    for _ in range(7):  # past the plans' first calls (catalog reads) and plpgsql's custom plans
+        read_page(conn, "orders", "earliest", 100)
+    first = buffers_of(conn, read, [start[0]])
+    rows = read_page(conn, "orders", start[0], 49_900)
+    late = buffers_of(conn, read, [rows[-1][0]])
+    assert first < 150, first
+    assert late < 150, late
