@@ -413,17 +413,20 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- Key columns are integers: smallint, integer, bigint, or a domain over one of them.
+    integral CONSTANT oid[] := '{int2,int4,int8}'::regtype[]::oid[];
     resolved name[];
     all_good boolean;
     bad record;
 BEGIN
     IF tbl IS NULL THEN
-        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+        RAISE EXCEPTION 'pghub: the table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- The common case in one indexed catalog query; the diagnosis below runs only on failure.
     IF columns IS NULL OR cardinality(columns) = 0 THEN
         SELECT array_agg(a.attname ORDER BY k.n),
-               bool_and(coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23))
+               bool_and(coalesce(nullif(t.typbasetype, 0), t.oid) = ANY (integral))
         INTO resolved, all_good
         FROM pg_catalog.pg_index AS i
         CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS k (attnum, n)
@@ -433,12 +436,12 @@ BEGIN
         WHERE i.indrelid = tbl AND i.indisprimary;
         IF resolved IS NULL THEN
             RAISE EXCEPTION 'pghub: table % has no primary key and no key columns were given', tbl
-                USING ERRCODE = '55000',
+                USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'Add a primary key or name integer key columns.';
         END IF;
     ELSE
         SELECT array_agg(a.attname ORDER BY u.n),
-               bool_and(coalesce(coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23)
+               bool_and(coalesce(coalesce(nullif(t.typbasetype, 0), t.oid) = ANY (integral)
                                  AND a.attnotnull, false))
                AND count(DISTINCT u.col) = count(*)
         INTO resolved, all_good
@@ -452,7 +455,7 @@ BEGIN
     END IF;
     -- The first offending column, in the order given, with what is wrong with it.
     SELECT u.col, u.n, a.attname IS NULL AS missing, t.oid AS typ,
-           coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23) AS integral,
+           coalesce(nullif(t.typbasetype, 0), t.oid) = ANY (integral) AS is_integral,
            a.attnotnull AS notnull,
            count(*) OVER (PARTITION BY u.col) AS times
     INTO bad
@@ -461,7 +464,7 @@ BEGIN
         ON a.attrelid = tbl AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
     ORDER BY a.attname IS NULL DESC,
-             coalesce(nullif(t.typbasetype, 0), t.oid) IN (20, 21, 23) ASC,
+             coalesce(nullif(t.typbasetype, 0), t.oid) = ANY (integral) ASC,
              count(*) OVER (PARTITION BY u.col) DESC,
              a.attnotnull ASC,
              u.n
@@ -469,19 +472,19 @@ BEGIN
     IF bad.missing THEN
         RAISE EXCEPTION 'pghub: key column "%" (number %) does not exist in table %',
             bad.col, bad.n, tbl
-            USING ERRCODE = '42703';
-    ELSIF NOT bad.integral THEN
+            USING ERRCODE = 'undefined_column';
+    ELSIF NOT bad.is_integral THEN
         RAISE EXCEPTION 'pghub: key column "%" of table % is of type %, %',
             bad.col, tbl, bad.typ::regtype, 'not smallint, integer or bigint'
-            USING ERRCODE = '42804';
+            USING ERRCODE = 'datatype_mismatch';
     ELSIF bad.times > 1 THEN
         RAISE EXCEPTION 'pghub: key column "%" of table % is named more than once', bad.col, tbl
-            USING ERRCODE = '42701';
+            USING ERRCODE = 'duplicate_column';
     END IF;
     RAISE EXCEPTION 'pghub: key column "%" of table % can be NULL', bad.col, tbl
-        USING ERRCODE = '55000',
+        USING ERRCODE = 'object_not_in_prerequisite_state',
               HINT = 'A key element cannot be NULL: declare the column NOT NULL.';
-END;
+END
 $$;
 
 COMMENT ON FUNCTION pghub.key_columns(regclass, text[]) IS
@@ -518,7 +521,7 @@ BEGIN
     WHILE first < TG_NARGS AND left(TG_ARGV[first], 1) = '+' LOOP
         IF TG_ARGV[first] <> '+data' THEN
             RAISE EXCEPTION 'pghub.row_trigger: unknown option %', quote_literal(TG_ARGV[first])
-                USING ERRCODE = '39P01',
+                USING ERRCODE = 'trigger_protocol_violated',
                     HINT = 'The only option is ''+data'', before the topic.';
         END IF;
         with_data := true;
@@ -527,7 +530,7 @@ BEGIN
     IF TG_WHEN <> 'AFTER' OR first >= TG_NARGS THEN
         RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as argument '
             '(after the options, if any)'
-            USING ERRCODE = '39P01';
+            USING ERRCODE = 'trigger_protocol_violated';
     END IF;
     topic := TG_ARGV[first];
     columns := TG_ARGV[first + 1:TG_NARGS - 1];
@@ -544,7 +547,7 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'pghub.row_trigger runs FOR EACH ROW (or AFTER TRUNCATE), %',
             format('not for %s statements', TG_OP)
-            USING ERRCODE = '39P01';
+            USING ERRCODE = 'trigger_protocol_violated';
     END IF;
     -- Named key columns are taken as given (publish_table checked them once), so a row costs
     -- no catalog query; only the primary-key default needs one lookup per row.
@@ -565,12 +568,12 @@ BEGIN
         IF NOT coalesce(new_row, old_row) ? col THEN
             IF left(col, 1) = '+' THEN  -- an option written after the topic, most likely
                 RAISE EXCEPTION 'pghub: key column "%" does not exist in table %', col, tbl
-                    USING ERRCODE = '42703',
+                    USING ERRCODE = 'undefined_column',
                         HINT = 'Options such as ''+data'' go before the topic: '
                             'pghub.row_trigger(''+data'', ''topic'', key columns...).';
             END IF;
             RAISE EXCEPTION 'pghub: key column "%" does not exist in table %', col, tbl
-                USING ERRCODE = '42703';
+                USING ERRCODE = 'undefined_column';
         END IF;
         new_key := new_key || (new_row ->> col)::bigint;
         old_key := old_key || (old_row ->> col)::bigint;
@@ -613,7 +616,7 @@ BEGIN
         END;
     END IF;
     RETURN NULL;
-END;
+END
 $$;
 
 COMMENT ON FUNCTION pghub.row_trigger() IS
@@ -650,7 +653,7 @@ BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_NARGS < 1 THEN
         RAISE EXCEPTION 'pghub.statement_trigger must run AFTER ... FOR EACH STATEMENT, '
             'with the topic as first argument'
-            USING ERRCODE = '39P01';
+            USING ERRCODE = 'trigger_protocol_violated';
     END IF;
     -- "seq" numbers the events of a transaction, as in pghub.row_trigger.
     IF TG_OP = 'TRUNCATE' THEN
@@ -671,7 +674,7 @@ BEGIN
         OR (TG_OP IN ('UPDATE', 'DELETE') AND old_name IS NULL) THEN
         RAISE EXCEPTION 'pghub.statement_trigger on % needs its transition table(s) for %',
             tbl, TG_OP
-            USING ERRCODE = '39P01',
+            USING ERRCODE = 'trigger_protocol_violated',
                   HINT = 'Create one trigger per event with REFERENCING NEW TABLE AS n '
                       '(INSERT), OLD TABLE AS o NEW TABLE AS n (UPDATE), OLD TABLE AS o (DELETE).';
     END IF;
@@ -732,7 +735,7 @@ BEGIN
             'seq', seq + chunk_part));
     END LOOP;
     RETURN NULL;
-END;
+END
 $$;
 
 COMMENT ON FUNCTION pghub.statement_trigger() IS
@@ -755,7 +758,8 @@ DECLARE
     dropped integer := 0;
 BEGIN
     IF tbl IS NULL THEN
-        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+        RAISE EXCEPTION 'pghub: the table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- Every trigger of this table that runs a pghub trigger function, however it was created;
     -- clones on partitions go with their parent.
@@ -772,7 +776,7 @@ BEGIN
         dropped := dropped + 1;
     END LOOP;
     RETURN dropped;
-END;
+END
 $$;
 
 COMMENT ON FUNCTION pghub.unpublish_table(regclass) IS
@@ -798,23 +802,24 @@ DECLARE
     fn text;
 BEGIN
     IF tbl IS NULL THEN
-        RAISE EXCEPTION 'pghub: the table must not be NULL' USING ERRCODE = '22004';
+        RAISE EXCEPTION 'pghub: the table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
     END IF;
     SELECT c.relname, c.relkind INTO rel FROM pg_catalog.pg_class AS c WHERE c.oid = tbl;
     IF rel.relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'pghub: % is not a table (relkind %)', tbl, rel.relkind
-            USING ERRCODE = '42809';
+            USING ERRCODE = 'wrong_object_type';
     END IF;
     topic := coalesce(topic, rel.relname);
     channel := pghub.channel(topic);
     IF level IS NULL OR level NOT IN ('row', 'statement') THEN
         RAISE EXCEPTION 'pghub: level must be ''row'' or ''statement'', not %',
             coalesce(quote_literal(level), 'NULL')
-            USING ERRCODE = '22023';
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF with_data IS NULL OR (with_data AND level = 'statement') THEN
         RAISE EXCEPTION 'pghub: with_data => true needs level => ''row'''
-            USING ERRCODE = '22023';
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     cols := pghub.key_columns(tbl, key_columns);
 
@@ -843,7 +848,7 @@ BEGIN
     EXECUTE format('CREATE TRIGGER pghub_tru AFTER TRUNCATE ON %s FOR EACH STATEMENT '
         'EXECUTE FUNCTION %s(%s)', tbl, fn, quote_literal(topic));
     RETURN channel;
-END;
+END
 $$;
 
 COMMENT ON FUNCTION pghub.publish_table(regclass, text, text, text[], boolean) IS
