@@ -21,6 +21,13 @@
 -- pghub that some role made beforehand is refused instead of used.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
+-- ==== House style ====
+-- Errors: ERRCODE by condition name; each SQLSTATE and when it is raised is in docs/sql.md.
+-- Messages: the codec's (channel, encode, decode, notify) are worded as the Python codec words
+-- them ('invalid topic ...', 'invalid key: ...', 'invalid payload at byte N: ...', 'payload too
+-- large: ...'), so that both sides report a fault alike; every other message starts 'pghub: '.
+-- Types by name (regtype, regclass), never by OID. A function body ends with a bare END.
+
 -- ==== Core: channel, encode, decode, notify (the foundation) ====
 -- Errors (docs/sql.md): 22023 bad topic, 22004 NULL key element, 2202E key array of more than
 -- one dimension, 54000 payload over 7999 bytes, 54001 value nested too deeply to be written,
@@ -520,7 +527,7 @@ BEGIN
     -- argument after the topic is a key column, whatever its name ('+data' included).
     WHILE first < TG_NARGS AND left(TG_ARGV[first], 1) = '+' LOOP
         IF TG_ARGV[first] <> '+data' THEN
-            RAISE EXCEPTION 'pghub.row_trigger: unknown option %', quote_literal(TG_ARGV[first])
+            RAISE EXCEPTION 'pghub: row_trigger has no option %', quote_literal(TG_ARGV[first])
                 USING ERRCODE = 'trigger_protocol_violated',
                     HINT = 'The only option is ''+data'', before the topic.';
         END IF;
@@ -528,7 +535,7 @@ BEGIN
         first := first + 1;
     END LOOP;
     IF TG_WHEN <> 'AFTER' OR first >= TG_NARGS THEN
-        RAISE EXCEPTION 'pghub.row_trigger must run AFTER, with the topic as argument '
+        RAISE EXCEPTION 'pghub: row_trigger must run AFTER, with the topic as argument '
             '(after the options, if any)'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
@@ -545,7 +552,7 @@ BEGIN
                 jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq));
             RETURN NULL;
         END IF;
-        RAISE EXCEPTION 'pghub.row_trigger runs FOR EACH ROW (or AFTER TRUNCATE), %',
+        RAISE EXCEPTION 'pghub: row_trigger runs FOR EACH ROW (or AFTER TRUNCATE), %',
             format('not for %s statements', TG_OP)
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
@@ -651,7 +658,7 @@ DECLARE
     seq bigint := coalesce(nullif(pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint;
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_NARGS < 1 THEN
-        RAISE EXCEPTION 'pghub.statement_trigger must run AFTER ... FOR EACH STATEMENT, '
+        RAISE EXCEPTION 'pghub: statement_trigger must run AFTER ... FOR EACH STATEMENT, '
             'with the topic as first argument'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
@@ -672,7 +679,7 @@ BEGIN
     WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
     IF (TG_OP IN ('INSERT', 'UPDATE') AND new_name IS NULL)
         OR (TG_OP IN ('UPDATE', 'DELETE') AND old_name IS NULL) THEN
-        RAISE EXCEPTION 'pghub.statement_trigger on % needs its transition table(s) for %',
+        RAISE EXCEPTION 'pghub: statement_trigger on % needs its transition table(s) for %',
             tbl, TG_OP
             USING ERRCODE = 'trigger_protocol_violated',
                   HINT = 'Create one trigger per event with REFERENCING NEW TABLE AS n '
@@ -1827,7 +1834,7 @@ BEGIN
     END IF;
     at_position := pghub._position(since);
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'pghub.read runs in READ COMMITTED only, not in %',
+        RAISE EXCEPTION 'pghub: read runs in READ COMMITTED only, not in %',
             upper(current_setting('transaction_isolation'))
             USING ERRCODE = 'feature_not_supported',
                 DETAIL = 'prune() empties journal tables with TRUNCATE; an older snapshot could '
