@@ -29,6 +29,7 @@ from ._options import HubOptions
 from ._outbox import Outgoing
 from ._router import Router
 from ._session import Session, SessionLost, session_conninfo
+from ._waitroom import WaitingRoom
 from .errors import ConnectFailed, HubStopped, SendQueueFull
 
 # poll() takes at most 2**31-1 ms (24.8 days): a far deadline is waited for in steps.
@@ -89,8 +90,7 @@ class Engine:
         self._connect_wait = _WRITE  # what a connecting session waits for
         self._want_write = False
         # Callers waiting for room in a full send queue; told when the engine takes a batch.
-        self._room = threading.Condition(threading.Lock())
-        self._room_waiters = 0
+        self._room = WaitingRoom()
 
     @property
     def state(self) -> str:
@@ -154,37 +154,28 @@ class Engine:
         to ``send_wait``; SendQueueFull after that. Never waits on the engine thread (a
         confirm callback's notify: the engine would be waiting for itself) or with
         ``send_wait=0``."""
-        wait = self.core.options.send_wait
-        if wait <= 0 or self.on_engine_thread():
+        options = self.core.options
+        if options.send_wait <= 0 or self.on_engine_thread():
             raise full
-        deadline = time.monotonic() + wait
         self._inbox.ring()  # make sure the engine is awake to take a batch
-        with self._room:
-            self._room_waiters += 1
-            try:
-                while True:
-                    if self._stop_requested:
-                        raise HubStopped(f"hub {self.name!r} is stopped")
-                    try:
-                        self.core.notify(items)
-                        return
-                    except SendQueueFull:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise SendQueueFull(
-                                f"{len(self.core.outbox)} notifies still wait to be sent after"
-                                f" {wait} s (send_queue_size={self.core.options.send_queue_size},"
-                                f" send_wait={wait}); the server is unreachable or too slow"
-                            ) from None
-                        self._room.wait(min(left, 0.1))  # a step: a missed signal costs 0.1 s
-            finally:
-                self._room_waiters -= 1
 
-    def _made_room(self) -> None:
-        """The engine took notifies from the send queue (or stopped): wake waiting callers."""
-        if self._room_waiters:
-            with self._room:
-                self._room.notify_all()
+        def stopped() -> None:
+            if self._stop_requested:
+                raise HubStopped(f"hub {self.name!r} is stopped")
+
+        def gave_up() -> SendQueueFull:
+            return SendQueueFull(
+                f"{len(self.core.outbox)} notifies still wait to be sent after"
+                f" {options.send_wait} s (send_queue_size={options.send_queue_size},"
+                f" send_wait={options.send_wait}); the server is unreachable or too slow"
+            )
+
+        self._room.wait(
+            lambda: self.core.notify(items),
+            seconds=options.send_wait,
+            stopped=stopped,
+            gave_up=gave_up,
+        )
 
     def request_stop(self) -> None:
         self.refuse_if_forked()
@@ -352,7 +343,7 @@ class Engine:
         self._inbox.run(self.log)
         command = self.core.next_command(time.monotonic(), sendable)
         if command is not None and command.batch:
-            self._made_room()
+            self._room.room_made()
         session = self._session
         if command is not None and session is not None:
             try:
@@ -397,7 +388,7 @@ class Engine:
             self._inbox.run(self.log)  # commands that came in before _done was set
             self.core.stop_mailboxes()
         self._inbox.close()
-        self._made_room()  # waiting callers: the hub is stopped
+        self._room.room_made()  # waiting callers: the hub is stopped
         self.core.finished()
         self.finished.set_result(None)
         self._on_finished()

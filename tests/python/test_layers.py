@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub._hubbase",),
     ("pghub._consumer", "pghub._registry"),
     ("pghub._engine",),  # the driver: thread, inbox, poll(), session, clock
-    ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork"),
+    ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork", "pghub._waitroom"),
     ("pghub._core",),  # the decisions, without I/O
     ("pghub._subscriptions", "pghub._outbox", "pghub._mailbox", "pghub._backoff", "pghub.wire"),
     ("pghub._jsonread",),  # the JSON part of a payload, read strictly
