@@ -9,6 +9,7 @@ from this tree's sql/ (and, for ``plain-cost``, from a baseline git revision sid
     python bench/durable.py storage --events 1000000
     python bench/durable.py prune --events 1000000 10000000
     python bench/durable.py replay --events 1000000
+    python bench/durable.py latency --wake commit      # commit to read, 1,000 events/s
 
 The machine is shared and noisy: every figure that compares is taken side by side, in rounds
 that alternate the variants, and reported as the median of the per-round ratios.
@@ -113,12 +114,18 @@ def drain_notifications(dsn: str, stop: threading.Event) -> None:
 
 
 def tick_loop(dsn: str, stop: threading.Event, period: float) -> None:
-    """What an elected hub does in tick mode: tick() every period, at once again while more."""
+    """What an elected hub does in tick mode: tick() every period (a fixed cadence), at once
+    again while it says more."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        due = time.monotonic()
         while not stop.is_set():
             row = conn.execute("SELECT more FROM pghub.tick()").fetchone()
-            if not (row and row[0]):
-                time.sleep(period)
+            if row and row[0]:
+                continue
+            due = max(due + period, time.monotonic() - period)
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
 
 
 def pgbench(dsn: str, table: str, clients: int, seconds: int) -> float:
@@ -341,6 +348,87 @@ def replay(admin_dsn: str, events: int, page: int) -> None:
             )
 
 
+# ==== latency: commit to a consumer's read, raw psycopg ====
+
+
+def _latency_reader(dsn: str, ready: Any, stop: Any, out: Any) -> None:
+    """In its own process: LISTEN, and on each wake-up read the journal; report each event's
+    delay from its send time (CLOCK_MONOTONIC, the same in every process), in ms."""
+    delays: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as reader:
+        reader.execute('LISTEN lat; LISTEN "pghub:wake"')
+        row = reader.execute("SELECT pghub.current_position()").fetchone()
+        assert row is not None
+        position = str(row[0])
+        ready.set()
+        while not stop.is_set():
+            for _ in reader.notifies(timeout=0.05, stop_after=1):
+                pass
+            rows = reader.execute(
+                "SELECT pos, payload FROM pghub.read('lat', %s, 1000)", [position]
+            ).fetchall()
+            now = time.monotonic()
+            for _, payload in rows:
+                if payload is not None:
+                    delays.append((now - float(payload.partition(":")[2])) * 1000)
+            position = rows[-1][0]
+    out.put(delays)
+
+
+def _ticker(dsn: str, stop: Any, period: float) -> None:
+    tick_loop(dsn, stop, period)  # type: ignore[arg-type]
+
+
+def latency(admin_dsn: str, wake: str, rate: int, seconds: int, tick_ms: float) -> None:
+    """A writer commits ``rate`` events a second, each carrying its send time; a reader in
+    another process LISTENs (the topic's channel and pghub:wake), reads the journal on each
+    wake-up and times each event from just before its writer's commit to the read that
+    returned it. In tick mode a third process ticks every ``tick_ms``."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with database(admin_dsn, f"pghub_bench_latency_{os.getpid()}") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pghub.make_durable('lat', wake => %s)", [wake])
+        ready, stop, out = context.Event(), context.Event(), context.Queue()
+        helpers = [context.Process(target=_latency_reader, args=(dsn, ready, stop, out))]
+        if wake == "tick":
+            helpers.append(context.Process(target=_ticker, args=(dsn, stop, tick_ms / 1000)))
+        for helper in helpers:
+            helper.start()
+        ready.wait(30)
+        commits: list[float] = []
+        with psycopg.connect(dsn, autocommit=True) as writer:
+            started = time.monotonic()
+            for number in range(rate * seconds):
+                pause = started + number / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                sent = time.monotonic()
+                writer.execute(
+                    "SELECT pghub.notify('lat', ARRAY[%s]::bigint[], to_jsonb(%s::float8))",
+                    [number, sent],
+                )
+                commits.append((time.monotonic() - sent) * 1000)
+        commits.sort()
+        time.sleep(0.5)
+        stop.set()
+        delays: list[float] = sorted(out.get(timeout=60))
+        for helper in helpers:
+            helper.join(timeout=30)
+        if not delays:
+            raise RuntimeError("no event arrived")
+        p50 = delays[len(delays) // 2]
+        p99 = delays[int(len(delays) * 0.99)]
+        print(
+            f"wake {wake}: {len(delays)} of {rate * seconds} events at {rate}/s, commit to read:"
+            f" p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {delays[-1]:.1f} ms"
+            + (f" (tick every {tick_ms:g} ms)" if wake == "tick" else "")
+            + f"; the writer's own statement and commit: p50 {commits[len(commits) // 2]:.2f} ms,"
+            f" p99 {commits[int(len(commits) * 0.99)]:.2f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default="host=127.0.0.1 dbname=postgres user=postgres")
@@ -358,6 +446,11 @@ def main() -> None:
     s.add_argument("--events", type=int, default=1_000_000)
     r = sub.add_parser("prune")
     r.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    lt = sub.add_parser("latency")
+    lt.add_argument("--wake", choices=["commit", "tick"], default="commit")
+    lt.add_argument("--rate", type=int, default=1000)
+    lt.add_argument("--seconds", type=int, default=10)
+    lt.add_argument("--tick-ms", type=float, default=10.0)
     y = sub.add_parser("replay")
     y.add_argument("--events", type=int, default=1_000_000)
     y.add_argument("--page", type=int, default=10_000)
@@ -370,6 +463,8 @@ def main() -> None:
         storage(args.dsn, args.events)
     elif args.what == "prune":
         prune(args.dsn, args.events)
+    elif args.what == "latency":
+        latency(args.dsn, args.wake, args.rate, args.seconds, args.tick_ms)
     else:
         replay(args.dsn, args.events, args.page)
 
