@@ -912,35 +912,34 @@ DECLARE
     parts text[];
 BEGIN
     IF pos IS NULL THEN
-        RAISE EXCEPTION 'pghub: a pos must not be NULL'
+        RAISE EXCEPTION 'pghub: a position must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF pos = 'earliest' THEN
         prev := '1:1:'::pg_snapshot;
         RETURN;
     END IF;
-    IF pos !~ '^[0-9]+:[0-9]+:[0-9,]*(/[0-9]+:[0-9]+:[0-9,]*/[0-9]+[.][0-9]+)?$' THEN
-        RAISE EXCEPTION 'pghub: invalid pos "%"', left(pos, 200)
+    -- Numbers short enough for their types (no 22003): what is left for the casts to refuse
+    -- (xmin after xmax, xip out of order) they refuse with 22P02 too. No exception block: it
+    -- would cost a subtransaction a read.
+    IF pos !~ ('^[0-9]{1,19}:[0-9]{1,19}:(?:[0-9]{1,19}(?:,[0-9]{1,19})*)?'
+        '(?:/[0-9]{1,19}:[0-9]{1,19}:(?:[0-9]{1,19}(?:,[0-9]{1,19})*)?/[0-9]{1,19}[.][0-9]{1,18})?$')
+        THEN
+        RAISE EXCEPTION 'pghub: invalid position "%"', left(pos, 200)
             USING ERRCODE = 'invalid_text_representation',
-                HINT = 'Use a pos pghub.read returned, ''earliest'' or ''now''.';
+                HINT = 'Use a position pghub.read returned, ''earliest'' or ''now''.';
     END IF;
     parts := string_to_array(pos, '/');
-    BEGIN
-        prev := parts[1]::pg_snapshot;
-        IF cardinality(parts) = 3 THEN
-            cur := parts[2]::pg_snapshot;
-            last_txid := split_part(parts[3], '.', 1)::xid8;
-            last_id := split_part(parts[3], '.', 2)::bigint;
+    prev := parts[1]::pg_snapshot;
+    IF cardinality(parts) = 3 THEN
+        cur := parts[2]::pg_snapshot;
+        last_txid := split_part(parts[3], '.', 1)::xid8;
+        last_id := split_part(parts[3], '.', 2)::bigint;
+        IF pg_snapshot_xmax(cur) < pg_snapshot_xmax(prev) THEN
+            RAISE EXCEPTION 'pghub: invalid position "%": its batch ends before it starts',
+                left(pos, 200)
+                USING ERRCODE = 'invalid_text_representation';
         END IF;
-    EXCEPTION WHEN data_exception THEN
-        RAISE EXCEPTION 'pghub: invalid pos "%"', left(pos, 200)
-            USING ERRCODE = 'invalid_text_representation',
-                DETAIL = sqlerrm;
-    END;
-    IF cur IS NOT NULL AND pg_snapshot_xmax(cur) < pg_snapshot_xmax(prev) THEN
-        RAISE EXCEPTION 'pghub: invalid pos "%": its batch ends before it starts',
-            left(pos, 200)
-            USING ERRCODE = 'invalid_text_representation';
     END IF;
 END
 $$;
@@ -1700,29 +1699,33 @@ CREATE OR REPLACE FUNCTION pghub._gap(
     topic_id integer, prev pg_snapshot, cur pg_snapshot, mid_batch boolean
 )
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT jsonb_build_object(
-    'events', sum(g.events), 'first_id', min(g.first_id), 'last_id', max(g.last_id),
-    'oldest_at', min(g.oldest_at), 'newest_at', max(g.newest_at), 'removed_at', max(g.removed_at)
-)
-FROM pghub.journal$gap AS g
-WHERE
-    g.topic = topic_id
-    AND pg_snapshot_xmax(prev) > '1'::xid8  -- 'earliest' asked for what is kept
-    AND g.max_txid >= pg_snapshot_xmin(prev)
-    AND (
-        g.max_txid >= pg_snapshot_xmax(prev)
-        OR EXISTS (
-            SELECT FROM pg_snapshot_xip(prev) AS x (xid)
-            WHERE
-                x.xid BETWEEN g.min_txid AND g.max_txid
-                AND pg_visible_in_snapshot(x.xid, g.settled)
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+            'events', sum(g.events), 'first_id', min(g.first_id), 'last_id', max(g.last_id),
+            'oldest_at', min(g.oldest_at), 'newest_at', max(g.newest_at), 'removed_at', max(g.removed_at)
         )
-    )
-    AND (NOT mid_batch OR NOT pg_visible_in_snapshot(g.removed_by, cur))
-HAVING count(*) > 0
+        FROM pghub.journal$gap AS g
+        WHERE
+            g.topic = topic_id
+            AND pg_snapshot_xmax(prev) > '1'::xid8  -- 'earliest' asked for what is kept
+            AND g.max_txid >= pg_snapshot_xmin(prev)
+            AND (
+                g.max_txid >= pg_snapshot_xmax(prev)
+                OR EXISTS (
+                    SELECT FROM pg_snapshot_xip(prev) AS x (xid)
+                    WHERE
+                        x.xid BETWEEN g.min_txid AND g.max_txid
+                        AND pg_visible_in_snapshot(x.xid, g.settled)
+                )
+            )
+            AND (NOT mid_batch OR NOT pg_visible_in_snapshot(g.removed_by, cur))
+        HAVING count(*) > 0
+    );
+END
 $$;
 
 COMMENT ON FUNCTION pghub._gap(integer, pg_snapshot, pg_snapshot, boolean) IS
@@ -1753,7 +1756,11 @@ DECLARE
     from_id bigint;
     sort_before text := current_setting('enable_sort');
     jit_before text := current_setting('jit');
+    plans_before text := current_setting('plan_cache_mode');
 BEGIN
+    -- Generic plans, made once a session: planning a query over the eight journal tables
+    -- costs more than running it, and custom plans would be made again for every page.
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', TRUE);
     SELECT coalesce(array_agg(x.xid), '{}') INTO xips
     FROM pg_snapshot_xip(prev) AS x (xid)
     WHERE pg_visible_in_snapshot(x.xid, cur);
@@ -1767,6 +1774,7 @@ BEGIN
     ORDER BY j.txid, j.id LIMIT max_rows;
     GET DIAGNOSTICS got = ROW_COUNT;
     IF got >= max_rows THEN
+        PERFORM set_config('plan_cache_mode', plans_before, TRUE);
         RETURN;
     END IF;
     -- One row comparison for where the range starts (at the cursor, or at xmax(prev)), so that
@@ -1798,6 +1806,7 @@ BEGIN
     ORDER BY j.txid, j.id LIMIT max_rows - got;
     PERFORM set_config('enable_sort', sort_before, TRUE);
     PERFORM set_config('jit', jit_before, TRUE);
+    PERFORM set_config('plan_cache_mode', plans_before, TRUE);
 END
 $$;
 
