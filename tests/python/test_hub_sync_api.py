@@ -229,13 +229,19 @@ def test_wait_subscribed_from_the_consumers_own_callback(dsn: str, hubs: HubPool
     answers: list[bool] = []
     holder: list[pghub.Consumer] = []
 
+    held = threading.Event()
+
     def on_event(event: Event) -> None:
         if event.advisory is not None and event.advisory.action is Action.CONNECT:
+            # CONNECT may come before hub.consumer() has returned to the test's thread.
+            assert held.wait(10), "the consumer was never held"
             holder[0].subscribe("later")
-            answers.append(holder[0].wait_subscribed(5))
+            answers.append(holder[0].wait_subscribed(10))
 
     holder.append(hub.consumer(on_event))
-    wait_until(lambda: answers == [True], what="wait_subscribed inside the callback")
+    held.set()
+    # The outer bound outlasts the inner one, so a slow machine shows which of them ran out.
+    wait_until(lambda: answers == [True], timeout=20, what="wait_subscribed inside the callback")
 
 
 def test_async_wait_subscribed(dsn: str) -> None:

@@ -8,7 +8,9 @@ import copy
 import datetime
 import enum
 import math
+import sys
 from collections import OrderedDict
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -176,6 +178,23 @@ def test_default_returning_its_input_is_refused() -> None:
         encode_payload(None, [{1}], default=lambda obj: obj)
 
 
+@pytest.fixture
+def default_recursion_limit() -> Iterator[None]:
+    """Python's default recursion limit for the test, restored after it.
+
+    What "too deep" means for Python's json depends on that limit, and a test run may have
+    raised it (a full CI run once left it raised before these tests); these tests are about
+    the default.
+    """
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(saved)
+
+
+@pytest.mark.usefixtures("default_recursion_limit")
 def test_circular_and_too_deep_values_are_refused() -> None:
     loop: list[Any] = []
     loop.append(loop)
@@ -282,6 +301,7 @@ def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
     )
 
 
+@pytest.mark.usefixtures("default_recursion_limit")
 def test_nesting_deeper_than_python_allows_is_refused_whole() -> None:
     depth = 3000  # PostgreSQL takes this; Python's json recursion does not
     with pytest.raises(InvalidPayload, match="nests too deeply") as caught:
