@@ -364,6 +364,8 @@ def _latency_reader(dsn: str, ready: Any, stop: Any, out: Any) -> None:
         while not stop.is_set():
             for _ in reader.notifies(timeout=0.05, stop_after=1):
                 pass
+            for _ in reader.notifies(timeout=0):  # the wake-ups already here: one read for all
+                pass
             rows = reader.execute(
                 "SELECT pos, payload FROM pghub.read('lat', %s, 1000)", [position]
             ).fetchall()
