@@ -14,7 +14,8 @@
 --   caller's search_path, so theirs name everything with its schema: functions as
 --   pg_catalog.f, operators as OPERATOR(pg_catalog.op), the collation and literal types too;
 -- - dynamic SQL quotes names with format('%I') or quote_ident and values with quote_literal;
--- - no function is SECURITY DEFINER: each runs with its caller's rights.
+-- - every function runs with its caller's rights, but four durable-topic functions that are
+--   SECURITY DEFINER, each with its reason above it (_journal, _sync_marker, tick, prune).
 -- The script itself runs with the same path, and makes schema pghub itself: under CREATE
 -- EXTENSION (the control file names pg_catalog as the extension's schema) the schema is then
 -- owned by the bootstrap superuser, not by the role that ran CREATE EXTENSION, and a schema
