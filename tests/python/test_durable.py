@@ -559,8 +559,9 @@ def test_a_page_costs_what_it_reads_not_what_is_left_of_its_batch(
     read = "SELECT count(*) FROM pghub.read('orders', %s, 100)"
     for _ in range(7):  # past the plans' first calls (catalog reads) and plpgsql's custom plans
         read_page(conn, "orders", "earliest", 100)
-    first = buffers_of(conn, read, [start[0]])
+    # The least of three: a catalog cache reset (other sessions' DDL on the server) adds reads.
+    first = min(buffers_of(conn, read, [start[0]]) for _ in range(3))
     rows = read_page(conn, "orders", start[0], 49_900)
-    late = buffers_of(conn, read, [rows[-1][0]])
+    late = min(buffers_of(conn, read, [rows[-1][0]]) for _ in range(3))
     assert first < 150, first
     assert late < 150, late
