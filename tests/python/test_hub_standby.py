@@ -4,28 +4,24 @@ A read-only hot standby accepts connections but refuses LISTEN and NOTIFY (SQLST
 These tests run a private primary and, for each test, a fresh standby of it (``pg_basebackup
 -R``), both on 127.0.0.1 with ports of their own, and check that a hub pointed at the standby
 does not announce CONNECT or RECONNECT nor say ``connected``, keeps trying with backoff, and
-hears once the standby is promoted. initdb and the servers run as the ``postgres`` OS user
-(they refuse root); everything lives in a directory under /tmp that the fixtures delete.
+hears once the standby is promoted. The servers are pgserver.py's: they run as the ``postgres`` OS
+user, in a directory under /tmp that the fixtures delete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
+import pgserver
 import pytest
 from hubkit import HubPool, Recorder, free_port, send_raw, wait_until, within
+from pgserver import Server
 
 import pghub
 from pghub import Action
@@ -33,96 +29,19 @@ from pghub.wire import encode_payload
 
 pytestmark = pytest.mark.slow
 
-STEP_TIMEOUT = 60  # seconds for initdb, base backup, start, promote or stop
 FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.3, "connect_timeout": 5}
-
-
-def _bindir() -> Path:
-    found = subprocess.run(
-        ["pg_config", "--bindir"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    return Path(found)
-
-
-def _as_postgres(*command: str) -> None:
-    """Run a server tool as the ``postgres`` OS user when we are root (they refuse root)."""
-    argv = list(command)
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
-    subprocess.run(argv, check=True, timeout=STEP_TIMEOUT, stdout=subprocess.DEVNULL)
-
-
-@dataclass
-class Server:
-    """One private server: its data directory, its port and its log."""
-
-    name: str
-    root: Path
-    port: int
-
-    @property
-    def data(self) -> Path:
-        return self.root / self.name
-
-    def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        _as_postgres(str(_bindir() / "pg_ctl"), "-D", str(self.data), *args)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.root / f"{self.name}.log")
-        self.pg_ctl("-o", options, "-l", log, "-w", "-t", str(STEP_TIMEOUT), "start")
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.pg_ctl("-m", "immediate", "-w", "-t", str(STEP_TIMEOUT), "stop")
-
-    def promote(self) -> None:
-        self.pg_ctl("-w", "-t", str(STEP_TIMEOUT), "promote")
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10)
-
-    def in_recovery(self) -> bool:
-        with self.connect() as conn:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            return bool(row and row[0])
 
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    """A directory under /tmp that the ``postgres`` user owns (pytest's are 0700, root's)."""
-    root = Path(tempfile.mkdtemp(prefix="pghub-standby-", dir="/tmp"))
-    try:
-        root.chmod(0o755)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(root, user.pw_uid, user.pw_gid)
+    with pgserver.workdir("pghub-standby-") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def primary(workdir: Path) -> Iterator[Server]:
-    server = Server("primary", workdir, free_port())
-    try:
-        _as_postgres(
-            str(_bindir() / "initdb"),
-            "--pgdata",
-            str(server.data),
-            "--username=postgres",
-            "--auth=trust",  # local and replication connections, both trusted
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            "--no-sync",
-        )
-        server.start()
+    with pgserver.running_server(workdir, "primary") as server:
         yield server
-    finally:
-        server.stop()
 
 
 _standbys = iter(range(1, 1000))
@@ -131,8 +50,8 @@ _standbys = iter(range(1, 1000))
 def make_standby(primary: Server, workdir: Path) -> Server:
     """A streaming standby of ``primary`` (not started): ``pg_basebackup -R``."""
     standby = Server(f"standby{next(_standbys)}", workdir, free_port())
-    _as_postgres(
-        str(_bindir() / "pg_basebackup"),
+    pgserver.as_postgres(
+        str(pgserver.bindir() / "pg_basebackup"),
         "--pgdata",
         str(standby.data),
         "--host=127.0.0.1",
