@@ -147,7 +147,7 @@ def one_line(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "command", ["listen", "notify", "install", "sql", "doctor", "demo", "bench"]
+    "command", ["listen", "notify", "topics", "install", "sql", "doctor", "demo", "bench"]
 )
 def test_every_subcommand_has_help(command: str) -> None:
     result = pghub(command, "--help")
@@ -161,7 +161,7 @@ def test_every_subcommand_has_help(command: str) -> None:
 def test_top_level_help_lists_subcommands_and_exit_codes() -> None:
     result = pghub("--help")
     assert result.returncode == OK
-    for command in ("listen", "notify", "install", "sql", "doctor", "demo", "bench"):
+    for command in ("listen", "notify", "topics", "install", "sql", "doctor", "demo", "bench"):
         assert command in result.stdout
     assert "exit codes" in result.stdout
     assert ".md" not in result.stdout

@@ -14,7 +14,7 @@ import psycopg
 
 from .. import __version__
 from ..errors import PghubError
-from . import bench, demo, doctor, install, listen, notify
+from . import bench, demo, doctor, install, listen, notify, topics
 from ._common import (
     CliError,
     Exit,
@@ -48,6 +48,7 @@ examples:
   pghub install --dsn "host=db dbname=app"   install pghub over the connection
   pghub listen orders                        print each event on topic orders
   pghub notify orders --key 1,2 --value '{"qty": 3}'
+  pghub topics                               durable topics, their size and consumers' lag
   pghub COMMAND --help                       the options of one command
 
 """
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "notify", "send an event, or JSON lines of events from stdin", notify.configure, notify.run
     )
+    command("topics", topics.SUMMARY, topics.configure, topics.run)
     command(
         "install",
         "install pghub into the database over the connection (no file access needed)",
