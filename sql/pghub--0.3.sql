@@ -1411,6 +1411,96 @@ COMMENT ON FUNCTION pghub.notify(text, bigint[], jsonb) IS
 'a bad or NULL topic (22023), a NULL key element (22004), a key of more than one dimension '
 '(2202E), a payload over 7999 bytes on a plain topic (54000).';
 
+-- An encoded payload for a plain topic that pg_notify must not get: NULL (22004), or over the
+-- 7999 bytes a notification holds (54000, worded as pghub.encode words it).
+CREATE OR REPLACE FUNCTION pghub._refuse_payload(payload text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'pghub: a payload must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION 'payload too large: % bytes, the limit is 7999', octet_length(payload)
+        USING ERRCODE = 'program_limit_exceeded',
+            HINT = 'PostgreSQL refuses notification payloads of 8000 bytes and more; a durable '
+                'topic (pghub.make_durable) journals events of any size.';
+END
+$$;
+
+COMMENT ON FUNCTION pghub._refuse_payload(text) IS
+'Internal to pghub.notify_encoded: raises 22004 for a NULL payload, 54000 for one over 7999 '
+'bytes (on a topic that is not durable).';
+
+-- The journal never takes a payload as given: it is decoded (22P02 for anything no encoder could
+-- write, as pghub.decode says) and _journal encodes the key and value again, with the code that
+-- pghub.notify's events go through. What is journaled is then pghub.encode's bytes, whoever
+-- called: a canonical payload (what every pghub encoder writes) comes out as it went in.
+CREATE OR REPLACE FUNCTION pghub._journal_encoded(topic_channel text, payload text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    decoded record;
+BEGIN
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'pghub: a payload must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    decoded := pghub.decode(payload);
+    PERFORM pghub._journal(topic_channel, decoded.key, decoded.value, NULL::jsonb);
+END
+$$;
+
+COMMENT ON FUNCTION pghub._journal_encoded(text, text) IS
+'Internal to pghub.notify_encoded: journals the event a payload encodes on a durable topic, '
+'as pghub.notify would (22P02 for a payload that pghub.decode refuses, 22004 for NULL).';
+
+-- What the hubs and sql_notify send with: events whose payloads the client encoded (the bytes
+-- pghub.encode writes), one statement for a batch. Each event, in order, goes where
+-- pghub.notify would send it, decided here, per event, in the sending transaction: on a topic
+-- that is durable now, through _journal (whatever the payload's size); otherwise pg_notify of
+-- the payload as given (channels are everyone's: a payload is not checked there, only its size).
+-- SECURITY INVOKER: the journal is written only by _journal, which encodes what it journals.
+CREATE OR REPLACE FUNCTION pghub.notify_encoded(topics text[], payloads text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cardinality(topics) IS DISTINCT FROM cardinality(payloads) THEN
+        RAISE EXCEPTION 'pghub: % topics and % payloads', cardinality(topics), cardinality(payloads)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One statement for the batch, its events in array order (NOTIFYs are delivered in the
+    -- order they were made).
+    PERFORM
+        CASE
+            WHEN to_regclass('pghub."' || e.ch || '"') IS NOT NULL
+                THEN pghub._journal_encoded(e.ch, e.payload)
+            WHEN octet_length(e.payload) <= 7999 THEN pg_notify(e.ch, e.payload)
+            ELSE pghub._refuse_payload(e.payload)
+        END
+    FROM (
+        SELECT coalesce(pghub.channel(u.topic), pghub._topic_fault(u.topic)) AS ch, u.payload
+        FROM unnest(topics, payloads) WITH ORDINALITY AS u (topic, payload, n)
+        ORDER BY u.n
+    ) AS e;
+END
+$$;
+
+COMMENT ON FUNCTION pghub.notify_encoded(text[], text[]) IS
+'Sends events whose payloads are already encoded (as pghub.encode writes them; the Python hub '
+'and sql_notify send with it), in array order, in the calling transaction: on a durable topic '
+'the event is journaled as pghub.notify would journal it (decoded and encoded again, of any '
+'size, NOTIFYed in commit mode), on any other topic the payload is NOTIFYed as given. Raises '
+'(and the statement sends nothing) for a bad or NULL topic (22023), arrays of different '
+'lengths (22023), a NULL payload (22004), a payload over 7999 bytes on a topic that is not '
+'durable (54000), a payload pghub.decode refuses on a durable topic (22P02).';
+
 -- SECURITY DEFINER: a topic's view lives in schema pghub, where only its owner may create.
 -- It makes the view of one channel match pghub.durable$topic, which row-level security guards:
 -- it creates the view of a durable topic and drops the view of one that is not, nothing else,
@@ -2397,6 +2487,9 @@ pghub._position(text),
 pghub._snapshot_now(),
 pghub._journal(text, bigint[], jsonb, jsonb),
 pghub.notify(text, bigint[], jsonb),
+pghub._refuse_payload(text),
+pghub._journal_encoded(text, text),
+pghub.notify_encoded(text[], text[]),
 pghub._sync_marker(text),
 pghub.make_durable(text, interval, text),
 pghub.make_transient(text),

@@ -194,7 +194,9 @@ class HubBase:
         }
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
-        payload = encode_payload(key, value, default=self.options.default)
+        # No size limit here: the server decides whether the topic is durable (journaled
+        # whole) or not (refused over 7,999 bytes: the notify is answered False).
+        payload = encode_payload(key, value, default=self.options.default, limit=None)
         return Outgoing(channel(topic), payload, group, confirm)
 
     def _outgoing_many(self, events: Iterable[EventLike]) -> list[Outgoing]:

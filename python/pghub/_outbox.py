@@ -1,4 +1,5 @@
-"""Outgoing notifies: how queued sends are cut into batches (pure logic, no I/O).
+"""Outgoing notifies: how queued sends are cut into batches, and the statements that send
+them (pure logic, no I/O).
 
 Notifies that pile up while a send is in flight go out together, in one statement and so in
 one transaction. PostgreSQL folds identical (channel, payload) pairs inside one transaction
@@ -46,6 +47,26 @@ def take_batch(queue: deque[Outgoing], max_items: int, max_chars: int) -> list[O
 
 NOTIFY_ONE = b"SELECT pg_notify($1, $2)"
 NOTIFY_MANY = b"SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n (c, p)"
+# On a database with pghub: the same events through pghub.notify_encoded, which decides per
+# event, in the sending transaction, whether the topic is durable (journal it, of any size) or
+# not (pg_notify, as above). Schema-qualified, exact argument types.
+JOURNAL_ONE = b"SELECT pghub.notify_encoded(ARRAY[$1::text], ARRAY[$2::text])"
+JOURNAL_MANY = b"SELECT pghub.notify_encoded($1::text[], $2::text[])"
+#: Whether the server has pghub.notify_encoded (asked once a session, when it connects).
+HAS_JOURNAL = (
+    b"SELECT pg_catalog.to_regprocedure('pghub.notify_encoded(text[],text[])') IS NOT NULL"
+)
+_FOR_PGHUB = {NOTIFY_ONE: JOURNAL_ONE, NOTIFY_MANY: JOURNAL_MANY}
+
+
+def for_server(query: bytes, has_pghub: bool) -> bytes:
+    """The statement to send ``query``'s events with on a server with or without pghub.
+
+    The core builds the plain statements (it knows no server); the session, which learned at
+    connect whether pghub is there, sends them through pghub where it is, so that events on
+    durable topics are journaled as SQL ``pghub.notify`` journals them.
+    """
+    return _FOR_PGHUB.get(query, query) if has_pghub else query
 
 
 def _array_literal(items: list[str]) -> str:

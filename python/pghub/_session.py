@@ -3,6 +3,11 @@
 The engine drives it from a poll() loop, so no call here ever blocks: every wait (to connect,
 to send, for a result) is the engine's, with the engine's deadline. This works at psycopg's
 ``pq`` level, below ``psycopg.Connection``, whose calls block and hold a lock.
+
+Connecting includes one question: whether the database has pghub (``pghub.notify_encoded``).
+Where it has, the notifies the core hands over go out through it, so that events on durable
+topics are journaled in the sending transaction (``_outbox.for_server``); where it has not,
+they go out with ``pg_notify`` as ever.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ._outbox import HAS_JOURNAL, JOURNAL_MANY, JOURNAL_ONE, for_server
+
 _OK = pq.ConnStatus.OK
 _FAILED = pq.PollingStatus.FAILED
 _POLL_OK = pq.PollingStatus.OK
@@ -19,6 +26,9 @@ _READING = pq.PollingStatus.READING
 _ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE)
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 _MESSAGE = pq.DiagnosticField.MESSAGE_PRIMARY
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+# pghub went away under a connected session (DROP EXTENSION): undefined function or schema.
+_PGHUB_GONE = {b"42883", b"3F000"}
 
 
 class SessionLost(Exception):
@@ -60,6 +70,10 @@ class Session:
         if self.pgconn.status == pq.ConnStatus.BAD:
             raise SessionLost(self._error_text())
         self._results: list[CommandError | None] = []
+        #: The database has pghub: notifies go through pghub.notify_encoded (asked at connect).
+        self.has_pghub = False
+        self._asking: str | None = None  # "write", then "read", while the question is out
+        self._through_pghub = False  # the command in flight is a notify through pghub
 
     def fileno(self) -> int:
         return self.pgconn.socket
@@ -82,18 +96,53 @@ class Session:
 
     def poll_connect(self) -> str | None:
         """Advance the connection: 'read' or 'write' to wait for, None once connected."""
+        if self._asking is not None:
+            return self._ask()
         status = self.pgconn.connect_poll()
         if status == _POLL_OK:
             if self.pgconn.status != _OK:
                 raise SessionLost(self._error_text())
             self.pgconn.nonblocking = 1
-            return None
+            # Connected: ask whether pghub is there before the session is handed over (within
+            # the same connect_timeout). A server that refuses the question has no pghub to use.
+            try:
+                self.pgconn.send_query(HAS_JOURNAL)
+            except Exception as exc:
+                raise SessionLost(str(exc) or self._error_text()) from exc
+            self._asking = "write"
+            return self._ask()
         if status == _FAILED:
             raise SessionLost(self._error_text())
         return "read" if status == _READING else "write"
 
+    def _ask(self) -> str | None:
+        """Advance the question asked at connect: 'read' or 'write' to wait for, None once
+        answered (``has_pghub`` set)."""
+        pgconn = self.pgconn
+        try:
+            if self._asking == "write":
+                if pgconn.flush() != 0:
+                    return "write"
+                self._asking = "read"
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    self._asking = None
+                    return None
+                if result.status == _TUPLES_OK and result.ntuples == 1:
+                    self.has_pghub = result.get_value(0, 0) == b"t"
+        except Exception as exc:
+            raise SessionLost(str(exc) or self._error_text()) from exc
+        if pgconn.status != _OK:
+            raise SessionLost(self._error_text())
+        return "read"
+
     def send(self, query: bytes, params: list[bytes | None] | None = None) -> None:
-        """Start one command (it may hold several statements when it has no parameters)."""
+        """Start one command (it may hold several statements when it has no parameters).
+        The notify statements of ``_outbox`` go through pghub where the database has it."""
+        query = for_server(query, self.has_pghub)
+        self._through_pghub = query is JOURNAL_ONE or query is JOURNAL_MANY
         try:
             if params is None:
                 self.pgconn.send_query(query)
@@ -124,6 +173,10 @@ class Session:
                     message = result.error_field(_MESSAGE) or result.error_message
                     text = message.decode(errors="replace").strip()
                     self._results.append(CommandError(sqlstate.decode(), text))
+                    if self._through_pghub and sqlstate in _PGHUB_GONE:
+                        # pghub was dropped: this notify failed; the next ones (the core
+                        # retries a refused batch one by one) go out with pg_notify.
+                        self.has_pghub = False
                 else:
                     self._results.append(None)
         except Exception as exc:

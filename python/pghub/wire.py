@@ -80,7 +80,11 @@ def _topic_problem(topic: object) -> str:
 
 
 def encode_payload(
-    key: Iterable[int] | None = None, value: Any = None, *, default: Default | None = None
+    key: Iterable[int] | None = None,
+    value: Any = None,
+    *,
+    default: Default | None = None,
+    limit: int | None = MAX_PAYLOAD_BYTES,
 ) -> str:
     """The canonical payload of an event: the same text as SQL ``pghub.encode(key, value)``.
 
@@ -88,7 +92,9 @@ def encode_payload(
     ``value`` is JSON made of dict (str keys), list, tuple, str, int, float, bool, None and
     Decimal (written as PostgreSQL numeric prints it, scale kept); ``default`` converts
     anything else, as in :func:`json.dumps`. Raises InvalidKey, InvalidValue (naming the
-    path inside the value) or PayloadTooLarge (over :data:`MAX_PAYLOAD_BYTES` of UTF-8).
+    path inside the value) or PayloadTooLarge (over ``limit`` bytes of UTF-8: by default
+    :data:`MAX_PAYLOAD_BYTES`, what a notification holds; None for an event of a durable
+    topic, which is journaled whole, as SQL ``pghub.notify`` journals it).
     """
     if key is None:
         payload = "e"
@@ -104,12 +110,14 @@ def encode_payload(
         if text != "null":  # a default= that yields None: no value, as for None itself
             payload = payload + ":" + text
     # No surrogates are left (both writers refuse them), so the UTF-8 encoding exists.
+    if limit is None:
+        return payload
     size = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
-    if size > MAX_PAYLOAD_BYTES:
+    if size > limit:
         raise PayloadTooLarge(
-            f"payload is {size} bytes of UTF-8, over the limit of {MAX_PAYLOAD_BYTES} bytes",
+            f"payload is {size} bytes of UTF-8, over the limit of {limit} bytes",
             size=size,
-            limit=MAX_PAYLOAD_BYTES,
+            limit=limit,
         )
     return payload
 
