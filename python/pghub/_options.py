@@ -25,6 +25,7 @@ _SECONDS = ("connect_timeout", "liveness_timeout", "reconnect_delay", "reconnect
 _WAITS = ("send_wait", "overflow_pause")  # 0 allowed: do not wait
 _COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars")
 _HOOKS = ("default", "parse_float", "parse_int")
+_PERIODS = ("tick_interval", "prune_interval")  # None: never
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class HubOptions:
     default: Callable[[Any], Any] | None = None
     parse_float: Callable[[str], Any] | None = None
     parse_int: Callable[[str], Any] | None = None
+    # The elected ticker (docs/durable.md): the one hub of the database that holds its lock
+    # runs pghub.tick() this often while tick-mode durable topics exist, and pghub.prune()
+    # this often while durable topics exist. None: this hub never does.
+    tick_interval: float | None = 0.01
+    prune_interval: float | None = 60.0
 
     def __post_init__(self) -> None:
         for name in _SECONDS:
@@ -67,6 +73,16 @@ class HubOptions:
                 raise TypeError(f"{name} must be a number of seconds, got {value!r}")
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number of seconds, at least 0")
+        for name in _PERIODS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be a finite number of seconds above 0, or None, got {value!r}"
+                )
         if self.liveness_timeout > MAX_LIVENESS_TIMEOUT:
             # Refused here rather than by the kernel at every connect (setsockopt fails).
             raise ValueError(
@@ -104,6 +120,8 @@ class HubOptionArgs(TypedDict, total=False):
     default: Callable[[Any], Any] | None
     parse_float: Callable[[str], Any] | None
     parse_int: Callable[[str], Any] | None
+    tick_interval: float | None
+    prune_interval: float | None
 
 
 def check_queue(queue_size: int, overflow: Overflow) -> None:
