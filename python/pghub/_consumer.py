@@ -23,12 +23,14 @@ from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
 from ._backoff import Backoff
+from ._durable import DurableCursor, Taken
 from ._engine import Engine
 from ._log import Log
 from ._mailbox import Keys, Mailbox
 from ._options import Overflow
+from ._reader import SyncReader, SyncSteps, WakeMailbox
 from .errors import ConsumerClosed, InvalidKey
-from .events import Action, Advisory, Event
+from .events import WAKE_CHANNEL, Action, Advisory, Event
 from .wire import channel, encode_payload
 
 Callback = Callable[[Event], Any]
@@ -79,11 +81,18 @@ class Scope(enum.Enum):
 
 
 #: The advisories after which what a consumer holds may be stale, and for which of its
-#: topics. A new kind (durable topics' GAP: ``Action.GAP: Scope.TOPIC``) plugs in here.
+#: topics.
 RESYNC_AFTER: dict[Action, Scope] = {
     Action.SUBSCRIBE: Scope.TOPIC,  # the first events of a topic: load what exists
     Action.RECONNECT: Scope.ALL,  # events sent while disconnected were lost
     Action.OVERFLOW: Scope.ALL,  # events dropped from a full queue
+    Action.GAP: Scope.TOPIC,  # a durable topic's events removed before they were read
+}
+#: A durable consumer loses nothing to a lost connection or a full queue (it reads the
+#: journal): only what comes before its start, and retention, make its state stale.
+DURABLE_RESYNC_AFTER: dict[Action, Scope] = {
+    Action.SUBSCRIBE: Scope.TOPIC,
+    Action.GAP: Scope.TOPIC,
 }
 
 
@@ -99,7 +108,10 @@ class ResyncOwed:
     advisory, after which nothing runs. A resync that raised is owed again, due after a
     backoff, or at once on a new advisory that owes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: dict[Action, Scope] = RESYNC_AFTER) -> None:
+        self._after = after
+        # A DISCONNECT takes back what is owed only if the RECONNECT after it owes it again.
+        self._reconnect_owes = Action.RECONNECT in after
         self.subscribed: set[str] = set()
         self.owed: set[str] = set()
         self.failures = 0
@@ -113,10 +125,10 @@ class ResyncOwed:
         elif action is Action.UNSUBSCRIBE and topic is not None:
             self.subscribed.discard(topic)
             self.owed.discard(topic)
-        elif action is Action.DISCONNECT or advisory.final:
+        elif (action is Action.DISCONNECT and self._reconnect_owes) or advisory.final:
             self.owed.clear()
             return
-        scope = RESYNC_AFTER.get(action)
+        scope = self._after.get(action)
         if scope is Scope.TOPIC and topic is not None:
             self.owed.add(topic)
         elif scope is Scope.ALL:
@@ -171,6 +183,7 @@ class BaseConsumer:
         keys: Keys | None = None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: DurableCursor | None = None,
     ) -> None:
         self._engine = engine
         self._callback = callback
@@ -182,11 +195,21 @@ class BaseConsumer:
         self._asks = itertools.count(1)
         self._asked = 0
         self._handled = 0
-        self.mailbox = Mailbox(
-            queue_size, overflow, self._wake, keys=keys, notice=self._notice, name=self.name
-        )
+        #: A durable consumer's positions and reads (docs/durable.md); None for a plain one.
+        self.durable = durable
+        if durable is not None:
+            durable.consumer = self.name
+            durable.on_started = self._notice
+        self.mailbox: Mailbox
+        if durable is None:
+            self.mailbox = Mailbox(
+                queue_size, overflow, self._wake, keys=keys, notice=self._notice, name=self.name
+            )
+        else:  # its events come from the journal; its mailbox only says when to read
+            self.mailbox = WakeMailbox(self._wake, notice=self._notice, name=self.name)
         self._on_resync = on_resync
-        self._resync = ResyncOwed() if on_resync is not None else None
+        after = RESYNC_AFTER if durable is None else DURABLE_RESYNC_AFTER
+        self._resync = ResyncOwed(after) if on_resync is not None else None
         self.finished = False  # its final advisory has been delivered: nothing more happens
         self.delivered = 0
         self.callback_errors = 0
@@ -205,7 +228,7 @@ class BaseConsumer:
     @property
     def keys(self) -> Keys | None:
         """The keys whose events it receives (advisories always); None: every key."""
-        return self.mailbox.keys
+        return self.mailbox.keys if self.durable is None else self.durable.keys
 
     @property
     def closed(self) -> bool:
@@ -218,7 +241,9 @@ class BaseConsumer:
             raise ConsumerClosed("the consumer is closed")
         self._channels.update(channels)
         self._log.debug("consumer %r subscribes to %s", self.name, channels)
-        self._engine.subscribe(self.mailbox, channels)
+        # A durable consumer also hears its topics' wake-ups (the hub listens once for all).
+        wake = [WAKE_CHANNEL] if self.durable is not None else []
+        self._engine.subscribe(self.mailbox, wake + channels)
         self._handled_after(next(self._asks))
 
     def unsubscribe(self, *topics: str) -> None:
@@ -283,7 +308,7 @@ class BaseConsumer:
     # --- delivering to a callback: what to call, in order; the waiting side calls it ---
 
     def _calls(
-        self, batch: deque[Event], callback: Callback
+        self, batch: Iterable[Event], callback: Callback
     ) -> Iterator[tuple[Callable[..., Any], Any]]:
         """``(function, argument)`` to call for a batch, in order: the callback for each
         event, and ``on_resync(topics)`` once a burst of advisories that make state stale has
@@ -376,6 +401,8 @@ class BaseConsumer:
         subscribed, ended = self.mailbox.subscribed()
         if ended or self._closed:
             return False
+        if self.durable is not None:
+            subscribed = self.durable.started  # listened to, and its position taken
         if self._handled < ask:
             return None  # the mailbox does not show that call's outcome yet
         return True if wanted <= subscribed else None
@@ -406,6 +433,8 @@ class Consumer(BaseConsumer):
         keys: Keys | None = None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: DurableCursor | None = None,
+        reader: SyncReader | None = None,
     ) -> None:
         super().__init__(
             engine,
@@ -416,7 +445,13 @@ class Consumer(BaseConsumer):
             keys=keys,
             on_resync=on_resync,
             name=name,
+            durable=durable,
         )
+        self._steps: SyncSteps | None = None
+        if durable is not None:
+            assert reader is not None, "a durable consumer reads with its hub's reader"
+            self._steps = SyncSteps(durable.run(), reader)
+        self._given = 0  # of the last delivery, read (without a callback)
         self._ready = threading.Event()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -468,10 +503,23 @@ class Consumer(BaseConsumer):
         callback; None once the final advisory has been read. Raises TimeoutError when
         nothing came within ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        steps = self._steps
         while not self._over:
             event = self._pop_pending()
             if event is not None:
+                self._given += 1
                 return event
+            if steps is not None:  # a durable consumer: what was read so far is handled
+                steps.delivered(self._given)
+                self._given = 0
+                try:
+                    events = steps.next_delivery(lambda limit: self._taken(limit, deadline))
+                except TimeoutError:
+                    raise TimeoutError(f"no event within {timeout} s") from None
+                if events is None:
+                    return None
+                self._pending.extend(events)
+                continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._ready.wait(left):
                 raise TimeoutError(f"no event within {timeout} s")
@@ -488,15 +536,45 @@ class Consumer(BaseConsumer):
                 return
             thread.join(0.05)
 
+    def settle(self) -> None:
+        """A durable subscription is left: what it has read counts as handled (acknowledged)."""
+        if self._steps is not None:
+            self._steps.settle(self._given)
+            self._given = 0
+
+    def _taken(self, limit: float | None, deadline: float | None = None) -> Taken:
+        """What the mailbox holds, after waiting up to ``limit`` seconds for something (a
+        durable consumer's wait); TimeoutError if ``deadline`` passes first."""
+        bounded = False
+        if deadline is not None:
+            left = max(0.0, deadline - time.monotonic())
+            if limit is None or left < limit:
+                limit, bounded = left, True
+        if (limit is None or limit > 0) and not self._ready.wait(limit) and bounded:
+            raise TimeoutError
+        self._ready.clear()
+        return Taken(self._take(), self.mailbox.take_woken())  # type: ignore[attr-defined]
+
     def _run(self, callback: Callback) -> None:
+        if self._steps is not None:
+            while (events := self._steps.next_delivery(self._taken)) is not None:
+                self._steps.delivered(self._give(events, callback))
+            return
         while not self.finished:
             self._ready.wait(self._resync_wait())  # a failed resync's retry may end the wait
             self._ready.clear()
-            for function, argument in self._calls(self._take(), callback):
-                try:
-                    function(argument)
-                except Exception:
-                    self._call_failed(function, argument)
+            self._give(self._take(), callback)
+
+    def _give(self, events: Iterable[Event], callback: Callback) -> int:
+        """Deliver a batch; how many of its events were given to the callback."""
+        given = 0
+        for function, argument in self._calls(events, callback):
+            given += function is callback
+            try:
+                function(argument)
+            except Exception:
+                self._call_failed(function, argument)
+        return given
 
 
 # --- subscriptions -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ._engine import Engine
 from ._log import HubLog
 from ._options import HubOptionArgs, HubOptions, Overflow
 from ._outbox import Outgoing
+from ._ticker import Ticker
 from .events import Event
 from .stats import HubStats
 from .wire import channel, encode_payload
@@ -142,8 +143,17 @@ class HubBase:
             logger=given,
             options=self.options,
             on_confirm=self._confirmed,
-            on_started=lambda: _registry.register(self),
-            on_finished=lambda: _registry.retire(self),
+            on_started=self._started,
+            on_finished=self._finished,
+        )
+        # The elected ticker of durable topics (pghub._ticker): it connects once the hub has,
+        # and stops with it.
+        self._ticker = Ticker(
+            conninfo_of(conninfo_or_pool),
+            options=self.options,
+            name=self.name,
+            logger=given,
+            ready=lambda: self.state == "connected",
         )
         self._consumers: list[BaseConsumer] = []
         self._consumers_lock = threading.Lock()
@@ -158,6 +168,14 @@ class HubBase:
     @property
     def state(self) -> str:
         return self._engine.state
+
+    def _started(self) -> None:
+        _registry.register(self)
+        self._ticker.start()
+
+    def _finished(self) -> None:
+        _registry.retire(self)
+        self._ticker.stop()
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
         raise NotImplementedError

@@ -8,6 +8,10 @@ A mailbox with a key filter (its ``keys``, a frozenset of keys) gets only the ev
 is in it, filtered here before any copy is made for it; mailboxes without one cost nothing
 more. The hub's number hooks (``parse_float``, ``parse_int``) are given to the decoder; a
 notification that a hook cannot read is counted invalid, like one that fails to decode.
+
+The durable topics' wake channel (``pghub:wake``, which no topic can name) carries a channel
+or a comma list of channels, not an event: it is passed on undecoded, its value the payload
+text, to the durable consumers that listen to it (:class:`pghub._durable.WakeMailbox`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Protocol, cast
 from ._core import Counters, Gauged, MailboxLike
 from ._log import HubLog, Log
 from .errors import InvalidPayload
-from .events import Event
+from .events import WAKE_CHANNEL, Event
 from .wire import decode_payload
 
 _Copy = Callable[[Any], Any]
@@ -116,22 +120,27 @@ class Router:
             mailboxes = routes.get(channel)
             if mailboxes is None:
                 continue  # left over from an UNLISTEN, or a channel nobody wants any more
-            try:
-                key, value = decode(n.extra.decode())
-            except (InvalidPayload, UnicodeDecodeError) as exc:
-                counters.invalid_payloads += 1
-                self._log.warning("invalid payload on %r: %s", channel, exc)
-                continue
-            except Exception as exc:  # a parse_float/parse_int of the caller's raised
-                counters.invalid_payloads += 1
-                self._log.warning(
-                    "invalid payload on %r: a decode hook raised %s: %s",
-                    channel,
-                    type(exc).__name__,
-                    exc,
-                )
-                continue
-            counters.events_received += 1
+            key: tuple[int, ...]
+            if channel == WAKE_CHANNEL:
+                # A wake-up, for durable consumers only: passed on as it is, not counted.
+                key, value = (), n.extra.decode(errors="replace")
+            else:
+                try:
+                    key, value = decode(n.extra.decode())
+                except (InvalidPayload, UnicodeDecodeError) as exc:
+                    counters.invalid_payloads += 1
+                    self._log.warning("invalid payload on %r: %s", channel, exc)
+                    continue
+                except Exception as exc:  # a parse_float/parse_int of the caller's raised
+                    counters.invalid_payloads += 1
+                    self._log.warning(
+                        "invalid payload on %r: a decode hook raised %s: %s",
+                        channel,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    continue
+                counters.events_received += 1
             if channel != run_channel:
                 run_channel, events, copiers = channel, [], []
                 runs.append((channel, events, copiers))

@@ -14,6 +14,7 @@ from ._hubbase import Answer, EventLike, HubBase
 from ._log import HubLog
 from ._options import Overflow
 from ._outbox import Outgoing
+from ._reader import SyncReader
 from .errors import ConnectFailed, HubStopped
 from .events import Event
 
@@ -61,6 +62,8 @@ class Hub(HubBase):
                     consumer._wait_done(self._stoppers)
         finally:
             self._stoppers.discard(me)
+        if self._reader is not None and not self._stoppers:
+            self._reader.close()  # durable consumers have had their STOP: none reads now
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the hub has stopped (after ``stop()``, or after a failed first connect):
@@ -89,11 +92,19 @@ class Hub(HubBase):
         keys: Keys | None = None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> Consumer:
         """A new consumer calling ``callback(event)`` for its events and advisories, in a
         thread of its own. ``keys``: only events with one of these keys (advisories always).
         ``on_resync(topics)``: called in that thread when what it holds of ``topics`` may be
-        stale (docs/hub.md, Resync). ``name``: for the log (default: the callback's)."""
+        stale (docs/hub.md, Resync). ``name``: for the log (default: the callback's).
+
+        ``durable="NAME"``: a named durable consumer of durable topics, its position kept on
+        the server under that name and acknowledged after its callback returns; ``since``
+        ('now', the default, 'earliest' or an ``event.position``) is where it starts the first
+        time. ``since`` alone: an anonymous durable reader, its position in memory only
+        (docs/durable.md, From Python)."""
         return self._make_consumer(
             callback,
             channels_of(topics),
@@ -102,6 +113,8 @@ class Hub(HubBase):
             keys=keys,
             on_resync=on_resync,
             name=name,
+            durable=durable,
+            since=since,
         )
 
     def subscription(
@@ -112,10 +125,14 @@ class Hub(HubBase):
         overflow: Overflow | None = None,
         keys: Keys | None = None,
         timeout: float | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> SyncSubscription:
         """A blocking iterator over the events of ``topics`` (use with ``with``), entered once
         every topic is listened to. ``timeout``: how long entering, and each step of the
-        iteration, may wait before TimeoutError (None: no bound)."""
+        iteration, may wait before TimeoutError (None: no bound). ``durable``, ``since``: as
+        for :meth:`consumer`; an event counts as handled once the next one is asked for, or
+        when the ``with`` block ends without an exception."""
         return SyncSubscription(
             self,
             topics,
@@ -124,6 +141,8 @@ class Hub(HubBase):
             queue_size=queue_size,
             overflow=overflow,
             keys=keys,
+            durable=durable,
+            since=since,
         )
 
     def _make_consumer(
@@ -136,8 +155,11 @@ class Hub(HubBase):
         keys: Keys | None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> Consumer:
         settings = self._consumer_settings(queue_size, overflow, keys)
+        cursor = self._durable_cursor(durable, since, keys)
         self._engine.refuse_if_forked()  # before its thread starts
         consumer = Consumer(
             self._engine,
@@ -146,9 +168,26 @@ class Hub(HubBase):
             hub_name=self.name,
             on_resync=on_resync,
             name=name,
+            durable=cursor,
+            reader=None if cursor is None else self._sync_reader(),
         )
         self._adopt(consumer, channels)
         return consumer
+
+    _reader: SyncReader | None = None
+
+    def _sync_reader(self) -> SyncReader:
+        """The hub's reader session for durable consumers (made once, opened on first use)."""
+        with self._consumers_lock:
+            if self._reader is None:
+                options = self.options
+                self._reader = SyncReader(
+                    self._conninfo,
+                    self.name,
+                    liveness=options.liveness_timeout,
+                    connect=options.connect_timeout,
+                )
+            return self._reader
 
     def notify(
         self,
@@ -253,6 +292,8 @@ class SyncSubscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self._consumer is not None:
+            self._consumer.settle()  # a durable one: what it read is handled
         self.close()
 
     def close(self) -> None:

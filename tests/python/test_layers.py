@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub",),  # the public names
     ("pghub.hub", "pghub.aio", "pghub._sqlnotify", "pghub.install"),
     ("pghub._hubbase",),
-    ("pghub._consumer", "pghub._registry"),
+    ("pghub._consumer", "pghub._registry", "pghub._ticker"),
     ("pghub._engine",),  # the driver: thread, inbox, poll(), session, clock
     ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork", "pghub._waitroom"),
     ("pghub._core",),  # the decisions, without I/O
