@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _log, _registry
 from ._consumer import BaseConsumer, keys_of
+from ._durable import DurableCursor, check_name, check_since
 from ._engine import Engine
 from ._log import HubLog
 from ._options import HubOptionArgs, HubOptions, Overflow
@@ -18,7 +21,7 @@ from ._outbox import Outgoing
 from ._ticker import Ticker
 from .events import Event
 from .stats import HubStats
-from .wire import channel, encode_payload
+from .wire import channel, decode_payload, encode_payload
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -137,8 +140,9 @@ class HubBase:
         given = logger if logger is not None else logging.getLogger(_log.HUB)
         #: Where the hub and its consumers log; every record carries ``pghub_hub``.
         self.log = HubLog(given, self.name)
+        self._conninfo = conninfo_of(conninfo_or_pool)
         self._engine = Engine(
-            conninfo_of(conninfo_or_pool),
+            self._conninfo,
             name=self.name,
             logger=given,
             options=self.options,
@@ -210,6 +214,28 @@ class HubBase:
             "keys": keys_of(keys),
             "logger": self.log,
         }
+
+    def _durable_cursor(
+        self, durable: str | None, since: str | None, keys: Iterable[Iterable[int]] | None
+    ) -> DurableCursor | None:
+        """A durable consumer's cursor (docs/durable.md, From Python): named with ``durable``,
+        anonymous (its position in memory only) with only ``since``; None for a plain one."""
+        if durable is None and since is None:
+            return None
+        options = self.options
+        decode = decode_payload
+        if options.parse_float is not None or options.parse_int is not None:
+            decode = functools.partial(
+                decode_payload, parse_float=options.parse_float, parse_int=options.parse_int
+            )
+        return DurableCursor(
+            None if durable is None else check_name(durable),
+            check_since("now" if since is None else since),
+            decode=decode,
+            keys=keys_of(keys),
+            log=self.log,
+            now=time.monotonic,
+        )
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
         # No size limit here: the server decides whether the topic is durable (journaled
