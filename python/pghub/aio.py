@@ -16,11 +16,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._consumer import BaseConsumer, Resync, SubscriptionReader, channels_of
+from ._durable import DurableCursor, Taken
 from ._hubbase import Answer, EventLike, HubBase
 from ._log import HubLog
 from ._mailbox import Keys as KeySet
 from ._options import Overflow
 from ._outbox import Outgoing
+from ._reader import AsyncReader, AsyncSteps
 from .events import Event
 
 T = TypeVar("T")
@@ -45,6 +47,7 @@ class AsyncConsumer(BaseConsumer):
         keys: KeySet | None = None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: DurableCursor | None = None,
     ) -> None:
         super().__init__(
             hub._engine,
@@ -55,7 +58,12 @@ class AsyncConsumer(BaseConsumer):
             keys=keys,
             on_resync=on_resync,
             name=name,
+            durable=durable,
         )
+        self._steps: AsyncSteps | None = None
+        if durable is not None:
+            self._steps = AsyncSteps(durable.run(), hub._async_reader())
+        self._given = 0  # of the last delivery, read (without a callback)
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
@@ -90,12 +98,36 @@ class AsyncConsumer(BaseConsumer):
         """For a consumer without a callback (what a :class:`Subscription` reads): the next
         event or advisory, counted and discarded as for a callback; None once the final
         advisory has been read."""
+        steps = self._steps
         while not self._over:
             event = self._pop_pending()
             if event is not None:
+                self._given += 1
                 return event
-            self._pending.extend(await self._next_batch())
+            if steps is None:
+                self._pending.extend(await self._next_batch())
+                continue
+            steps.delivered(self._given)  # a durable consumer: what was read is handled
+            self._given = 0
+            events = await steps.next_delivery(self._taken)
+            if events is None:
+                return None
+            self._pending.extend(events)
         return None
+
+    async def settle(self) -> None:
+        """A durable subscription is left: what it has read counts as handled (acknowledged)."""
+        if self._steps is not None:
+            await self._steps.settle(self._given)
+            self._given = 0
+
+    async def _taken(self, limit: float | None) -> Taken:
+        """What the mailbox holds, after waiting up to ``limit`` seconds for something."""
+        if limit is None or limit > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), limit)
+        self._ready.clear()
+        return Taken(self._take(), self.mailbox.take_woken())  # type: ignore[attr-defined]
 
     async def _next_batch(self) -> deque[Event]:
         """Wait until the engine has queued something; take all of it."""
@@ -142,18 +174,29 @@ class AsyncConsumer(BaseConsumer):
                 self.finished = True
 
     async def _deliver(self, callback: Callable[[Event], Any]) -> None:
+        if self._steps is not None:
+            while (events := await self._steps.next_delivery(self._taken)) is not None:
+                self._steps.delivered(await self._give(events, callback))
+            return
         while not self.finished:
-            for function, argument in self._calls(await self._batch_or_retry(), callback):
-                try:
-                    result = function(argument)
-                    if inspect.isawaitable(result):
-                        await result
-                except asyncio.CancelledError:
-                    if _being_cancelled():
-                        raise
-                    self._call_failed(function, argument)  # it awaited something cancelled
-                except Exception:
-                    self._call_failed(function, argument)
+            await self._give(await self._batch_or_retry(), callback)
+
+    async def _give(self, events: Iterable[Event], callback: Callable[[Event], Any]) -> int:
+        """Deliver a batch; how many of its events were given to the callback."""
+        given = 0
+        for function, argument in self._calls(events, callback):
+            given += function is callback
+            try:
+                result = function(argument)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise
+                self._call_failed(function, argument)  # it awaited something cancelled
+            except Exception:
+                self._call_failed(function, argument)
+        return given
 
 
 class Subscription:
@@ -195,6 +238,8 @@ class Subscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self._consumer is not None:
+            await self._consumer.settle()  # a durable one: what it read is handled
         self.close()
 
     def close(self) -> None:
@@ -259,6 +304,8 @@ class AsyncHub(HubBase):
             await asyncio.sleep(0)  # let confirmations scheduled by the engine run
         finally:
             self._stoppers.discard(me)
+        if self._reader is not None and not self._stoppers:
+            await self._reader.close()  # durable consumers have had their STOP
 
     async def wait_stopped(self) -> None:
         """Wait until the hub has stopped (after ``stop()``, or after a failed first connect):
@@ -287,9 +334,12 @@ class AsyncHub(HubBase):
         keys: Keys | None = None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> AsyncConsumer:
         """A new consumer; ``callback`` and ``on_resync`` may be coroutine functions (see
-        :meth:`pghub.Hub.consumer`). Call from the event loop."""
+        :meth:`pghub.Hub.consumer`, ``durable`` and ``since`` included). Call from the event
+        loop."""
         return self._make_consumer(
             callback,
             channels_of(topics),
@@ -298,6 +348,8 @@ class AsyncHub(HubBase):
             keys=keys,
             on_resync=on_resync,
             name=name,
+            durable=durable,
+            since=since,
         )
 
     def subscription(
@@ -307,10 +359,20 @@ class AsyncHub(HubBase):
         queue_size: int | None = None,
         overflow: Overflow | None = None,
         keys: Keys | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> Subscription:
-        """An async iterator over the events of ``topics`` (use with ``async with``)."""
+        """An async iterator over the events of ``topics`` (use with ``async with``);
+        ``durable`` and ``since`` as for :meth:`pghub.Hub.subscription`."""
         return Subscription(
-            self, topics, advisories, queue_size=queue_size, overflow=overflow, keys=keys
+            self,
+            topics,
+            advisories,
+            queue_size=queue_size,
+            overflow=overflow,
+            keys=keys,
+            durable=durable,
+            since=since,
         )
 
     def _make_consumer(
@@ -323,11 +385,31 @@ class AsyncHub(HubBase):
         keys: Keys | None,
         on_resync: Resync | None = None,
         name: str | None = None,
+        durable: str | None = None,
+        since: str | None = None,
     ) -> AsyncConsumer:
         settings = self._consumer_settings(queue_size, overflow, keys)
-        consumer = AsyncConsumer(self, callback, **settings, on_resync=on_resync, name=name)
+        cursor = self._durable_cursor(durable, since, keys)
+        consumer = AsyncConsumer(
+            self, callback, **settings, on_resync=on_resync, name=name, durable=cursor
+        )
         self._adopt(consumer, channels)
         return consumer
+
+    _reader: AsyncReader | None = None
+
+    def _async_reader(self) -> AsyncReader:
+        """The hub's reader sessions for durable consumers (made once, opened on first use)."""
+        with self._consumers_lock:
+            if self._reader is None:
+                options = self.options
+                self._reader = AsyncReader(
+                    self._conninfo,
+                    self.name,
+                    liveness=options.liveness_timeout,
+                    connect=options.connect_timeout,
+                )
+            return self._reader
 
     def notify(
         self,
