@@ -39,8 +39,9 @@ the hub's callers (through the engine's inbox): :meth:`Core.add_mailbox`,
 Outputs: :meth:`Core.next_command` (the statement to send, or None), :meth:`Core.deadline`
 (when to call :meth:`Core.due` at the latest), :attr:`Core.reading_paused` (from
 :meth:`Core.full` to :meth:`Core.room` or ``overflow_pause`` later: do not read the socket),
-:attr:`Core.phase` and :attr:`Core.attempt` (the driver holds a session exactly while the
-phase is CONNECTING, LISTENING or CONNECTED, and opens a new one for each attempt),
+:meth:`Core.keeps_session` and :meth:`Core.wants_session` (the driver holds a session
+exactly while the phase is CONNECTING, LISTENING or CONNECTED, a new one for each
+attempt), :meth:`Core.wait` (how long the driver may wait for its socket),
 :meth:`Core.may_finish`, :attr:`Core.routes` (channel -> mailboxes, read per notification by
 ``_router.Router``), advisories put straight into mailboxes, and two callbacks:
 ``on_confirm(items, ok)`` and ``on_first_connect(outcome, why)``.
@@ -138,6 +139,11 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 _ALLOWED = frozenset((t.source, t.trigger, t.target) for t in TRANSITIONS)
 _SESSION_UP = (Phase.LISTENING, Phase.CONNECTED)
+_HOLDS_SESSION = (Phase.CONNECTING, *_SESSION_UP)
+# The driver's longest wait: poll() takes at most 2**31-1 ms (24.8 days), so a far deadline
+# is waited for in steps; and the wait when nothing is timed (the core is about to finish).
+_MAX_WAIT = 3600.0
+_IDLE_WAIT = 1.0
 
 _HOT_STANDBY = (
     "the server at {} is a hot standby (in recovery): it refuses LISTEN and NOTIFY; list the"
@@ -320,6 +326,22 @@ class Core:
         if phase is Phase.CONNECTING or phase is Phase.BACKOFF:
             return self._deadline
         return None
+
+    def wait(self, now: float) -> float:
+        """How long the driver may wait for its session before it must call :meth:`due`."""
+        deadline = self.deadline()
+        if deadline is None:
+            return _IDLE_WAIT
+        return min(max(0.0, deadline - now), _MAX_WAIT)
+
+    def keeps_session(self, attempt: int) -> bool:
+        """The session opened for connection attempt ``attempt`` is still wanted."""
+        return attempt == self.attempt and self.phase in _HOLDS_SESSION
+
+    def wants_session(self, attempt: int) -> bool:
+        """A session is wanted for the current attempt, and the last one the driver opened
+        (``attempt``) was for an earlier one (a failed one is not opened again)."""
+        return self.phase is Phase.CONNECTING and attempt != self.attempt
 
     def _with_pause(self, deadline: float) -> float:
         until = self._paused_until

@@ -1,15 +1,17 @@
 """How other threads reach the engine thread: a queue of commands and a wake-up socket pair.
 
-Any thread puts a command (a core method and its arguments) and rings; the engine thread
-polls :meth:`Inbox.fileno` along with its session, and runs every queued command in order
-at the top of its loop. A ring while one is pending sends nothing, so a burst of commands
-costs one byte.
+Any thread calls a command (a core method and its arguments), which queues it and rings;
+the engine thread polls :meth:`Inbox.fileno` along with its session, and runs every queued
+command in order at the top of its loop. A ring while one is pending sends nothing, so a
+burst of commands costs one byte. Once the inbox is shut (the engine has finished), commands
+run at once on their callers' threads, ordered by a lock against the shutting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ from ._log import Log
 class Inbox:
     def __init__(self) -> None:
         self._commands: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._shut = False
         self._open()
 
     def _open(self) -> None:
@@ -27,6 +30,8 @@ class Inbox:
         self._r.setblocking(False)
         self._w.setblocking(False)
         self._pending = False
+        # Reentrant: commands run under it by shut() (confirm callbacks) may call again.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -34,9 +39,14 @@ class Inbox:
     def fileno(self) -> int:
         return self._r.fileno()
 
-    def put(self, handler: Callable[..., None], *args: Any) -> None:
-        """Queue ``handler(*args)`` for the engine thread and wake it (any thread)."""
-        self._commands.append((handler, args))
+    def call(self, handler: Callable[..., None], *args: Any) -> None:
+        """``handler(*args)`` on the engine thread, woken for it; at once on this thread once
+        the inbox is shut (any thread)."""
+        with self._lock:
+            if self._shut:
+                handler(*args)
+                return
+            self._commands.append((handler, args))
         self.ring()
 
     def ring(self) -> None:
@@ -65,11 +75,23 @@ class Inbox:
             except Exception:
                 log.exception("command %s failed", getattr(handler, "__name__", handler))
 
-    def renew(self) -> None:
-        """A socket pair of its own (in a child process made by fork())."""
-        self.close()
-        self._open()
-
-    def close(self) -> None:
+    def shut(self, log: Log, wind_down: Callable[[], None], then: Callable[[], None]) -> bool:
+        """Shut, once (False if shut before): under the lock, ``wind_down()``, the commands
+        queued before, ``then()``; from here on :meth:`call` runs commands at once."""
+        with self._lock:
+            if self._shut:
+                return False
+            self._shut = True
+            wind_down()
+            self.run(log)
+            then()
         self._r.close()
         self._w.close()
+        return True
+
+    def renew(self) -> None:
+        """A socket pair and a lock of its own (in a child process made by fork(), where one
+        held by a parent's thread at the fork would be held for ever)."""
+        self._r.close()
+        self._w.close()
+        self._open()

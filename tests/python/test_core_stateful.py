@@ -101,6 +101,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.rig: Rig | None = None
         self.boxes: list[Watched] = []
         self.session: int | None = None  # the attempt whose session the driver holds
+        self.opened = 0  # the attempt the driver last opened a session for
         self.server_listening: set[str] = set()
         self.refused_listen = False  # a LISTEN was refused on this session
         self.flight: Command | None = None
@@ -202,15 +203,19 @@ class CoreMachine(RuleBasedStateMachine):
             assert wanted <= self.server_listening, "a notify went out before a LISTEN"
 
     def sync_session(self) -> None:
+        """As the engine: drop the session the core no longer keeps, open one it wants; held
+        exactly while CONNECTING, LISTENING or CONNECTED, a new one for each attempt."""
         core = self.core
-        if core.phase in (Phase.CONNECTING, *SESSION_UP):
-            if self.session != core.attempt:
-                assert self.session is None, "a new attempt while the old session was held"
-                self.session = core.attempt
-                self.server_listening = set()
-                self.refused_listen = False
-        else:
+        wanted = core.phase in (Phase.CONNECTING, *SESSION_UP)
+        if self.session is not None and not core.keeps_session(self.session):
             self.session = None
+        if core.wants_session(self.opened):
+            assert self.session is None, "a new attempt while the old session was held"
+            self.session = self.opened = core.attempt
+            self.server_listening = set()
+            self.refused_listen = False
+        assert (self.session == core.attempt) is wanted, "a session held against the rule"
+        if not wanted:
             self.server_listening = set()
             self.flight = None
 

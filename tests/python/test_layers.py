@@ -21,9 +21,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub.hub", "pghub.aio", "pghub._sqlnotify", "pghub.install"),
     ("pghub._hubbase",),
     ("pghub._consumer", "pghub._registry", "pghub._ticker"),
-    ("pghub._engine",),  # the driver: thread, inbox, poll(), session, clock
+    ("pghub._reader",),  # durable consumers' reader session and step drivers
+    ("pghub._engine",),  # the driver: inbox, poll(), session, clock
+    ("pghub._lifecycle",),  # its thread's life as callers see it: started, stopped, forked
     ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork", "pghub._waitroom"),
-    ("pghub._core",),  # the decisions, without I/O
+    ("pghub._core", "pghub._durable"),  # the decisions, without I/O
     ("pghub._subscriptions", "pghub._outbox", "pghub._mailbox", "pghub._backoff", "pghub.wire"),
     ("pghub._jsonread",),  # the JSON part of a payload, read strictly
     ("pghub._canonical", "pghub._options", "pghub.stats", "pghub.events", "pghub._log"),
@@ -34,7 +36,7 @@ TOOLS = ("pghub.__main__", "pghub.cli", "pghub.tools", "pghub.testing", "pghub.m
 TOOLS += ("pghub.docs",)
 # The core decides without doing: none of these, directly or through what it imports.
 NO_IO = ("socket", "select", "threading", "time", "psycopg", "asyncio")
-PURE = ("pghub._core", "pghub._router")
+PURE = ("pghub._core", "pghub._router", "pghub._durable")
 
 
 def _modules() -> dict[str, Path]:
