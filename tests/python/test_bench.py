@@ -1,22 +1,26 @@
-"""The benchmark works: ``pghub bench --quick`` measures every scenario on both sides.
+"""The benchmark works: ``pghub bench --quick`` measures every scenario on both sides, and the
+peers (asyncpg, node-postgres) drain when they are installed.
 
 Speed is never asserted here (the machine is shared and noisy); what is checked is that every
 event sent was received, that every figure the JSON promises is there, and that the ratios
-are pghub's figures over the baseline's.
+are pghub's figures over the baseline's and over each peer's. A peer's test skips when its
+dependency is missing (.ci/run installs both).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from pghub import encode_payload
 from pghub.cli import main as cli_main
-from pghub.tools.bench import report, runner, scenarios
+from pghub.tools.bench import peers, report, runner, scenarios
 from pghub.tools.bench.progress import Progress
+from pghub.tools.bench.scenarios import Measurement, Workload
 
 
 def test_baseline_payloads_are_pghub_payloads() -> None:
@@ -31,9 +35,11 @@ def test_baseline_payloads_are_pghub_payloads() -> None:
 @pytest.mark.slow
 def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    code = cli_main(["bench", "--quick", "--dsn", dsn, "--json", str(out), "--no-progress"])
+    argv = ["bench", "--quick", "--dsn", dsn, "--json", str(out), "--no-progress", "--no-peers"]
+    code = cli_main(argv)
     assert code == 0  # nothing lost, no listener timed out
     result = json.loads(out.read_text())
+    assert result["peers"] == {}
 
     assert result["quick"] is True
     assert result["runs"] == 1
@@ -58,6 +64,8 @@ def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
             assert (entry[side]["p50_ms"] is not None) is latency_measured
             assert (entry[side]["p99_ms"] is not None) is latency_measured
         assert set(entry["targets"]) == set(report.targets_of(scenario, entry))
+        assert entry["sides"] == list(scenarios.SIDES)
+        assert entry["peer_ratio"] == {}
 
     received = {(m["scenario"], m["side"]): m["received"] for m in result["measurements"]}
     for scenario, work in sizes.items():
@@ -124,3 +132,154 @@ def test_pghub_bench_takes_the_dsn_before_or_after_it(
     err = capsys.readouterr().err
     assert err.startswith("pghub bench: cannot connect:")
     assert "Traceback" not in err
+
+
+# --- peers ------------------------------------------------------------------------------------
+
+# A drain small enough for a test: ten topics round-robin, the listener stopped while they are
+# sent (so every topic's events interleave on the server), then drained.
+_TINY_DRAIN = Workload("drain10", 2_000, batch=scenarios.BURST, paused=True, topics=10)
+
+
+def _check_drained(m: Measurement, side: str) -> None:
+    assert (m.side, m.scenario) == (side, "drain10")
+    assert (m.received, m.lost, m.timed_out) == (2_000, 0, False)
+    assert m.events_per_s is not None
+    assert m.events_per_s > 0
+    assert m.cpu_ms_per_10k is not None
+    assert m.cpu_ms_per_10k > 0
+    assert m.rss_mb > 0
+
+
+@pytest.mark.parametrize("side", ["baseline", "pghub"])
+def test_ten_topics_drain(dsn: str, side: str) -> None:
+    _check_drained(runner.measure(side, _TINY_DRAIN, dsn, Progress(enabled=False)), side)
+
+
+def test_asyncpg_peer_drains(dsn: str) -> None:
+    pytest.importorskip("asyncpg", reason="the bench extra is not installed")
+    found = peers.asyncpg_peer()
+    assert found.available
+    assert found.note.startswith("asyncpg ")
+    m = runner.measure("asyncpg", _TINY_DRAIN, dsn, Progress(enabled=False))
+    _check_drained(m, "asyncpg")
+
+
+@pytest.fixture
+def node_peer() -> peers.Peer:
+    found = peers.node_peer()
+    if not found.available:
+        pytest.skip(f"node peer: {found.note}")
+    return found
+
+
+def test_node_peer_drains(dsn: str, node_peer: peers.Peer) -> None:
+    assert node_peer.note.startswith("node v")
+    m = runner.measure("node", _TINY_DRAIN, dsn, Progress(enabled=False), node_peer)
+    _check_drained(m, "node")
+
+
+def test_conninfo_becomes_node_postgres_config() -> None:
+    """A config object, not a URI: nothing to quote, a socket directory as host works."""
+    config = peers.connection_config(
+        "host=/var/run/postgresql port=5433 user=a password='p w' dbname=x connect_timeout=3"
+    )
+    assert config == {
+        "host": "/var/run/postgresql",
+        "port": 5433,
+        "user": "a",
+        "password": "p w",
+        "database": "x",
+    }
+
+
+def test_node_peer_drains_one_topic(dsn: str, node_peer: peers.Peer) -> None:
+    work = Workload("drain", 500, batch=scenarios.BURST, paused=True)
+    m = runner.measure("node", work, dsn, Progress(enabled=False), node_peer)
+    assert (m.received, m.lost, m.timed_out) == (500, 0, False)
+
+
+def test_missing_peers_are_skipped_with_a_note(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg raises ImportError
+    missing = peers.asyncpg_peer()
+    assert not missing.available
+    assert missing.note == "asyncpg is not installed (pip install 'pghub[bench]')"
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node there
+    assert peers.node_peer() == peers.Peer("node", False, "node is not on PATH")
+
+
+def test_node_modules_named_by_the_environment_are_the_only_place_looked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if peers.shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    empty = tmp_path / "node_modules"
+    empty.mkdir()
+    monkeypatch.setenv(peers.NODE_MODULES_ENV, str(empty))
+    found = peers.node_peer()
+    assert not found.available
+    assert found.note == (
+        f"no pg in ${peers.NODE_MODULES_ENV} ({empty}): npm install --prefix DIR pg"
+    )
+
+
+def test_the_node_cache_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert peers.node_cache() == tmp_path / "pghub" / "node"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert peers.node_cache() == Path.home() / ".cache" / "pghub" / "node"
+
+
+def _measured(side: str, scenario: str, rate: float, cpu: float) -> Measurement:
+    return Measurement(side, scenario, rate, None, None, cpu, 40.0, 100, 0, 1.0, False, {})
+
+
+def test_peer_ratios_targets_and_table() -> None:
+    """Ratios are pghub's figure over each listener's; the issue 11 targets read them."""
+    runs = {
+        "drain": {
+            "baseline": [_measured("baseline", "drain", 300_000, 30.0)],
+            "pghub": [_measured("pghub", "drain", 360_000, 27.0)],
+            "asyncpg": [_measured("asyncpg", "drain", 200_000, 45.0)],
+            "node": [_measured("node", "drain", 450_000, 36.0)],
+        },
+        "drain10": {
+            "baseline": [_measured("baseline", "drain10", 250_000, 40.0)],
+            "pghub": [_measured("pghub", "drain10", 250_000, 40.0)],
+        },
+    }
+    summary = report.summarize(runs)
+    drain = summary["drain"]
+    assert drain["sides"] == ["baseline", "pghub", "asyncpg", "node"]
+    assert drain["peer_ratio"]["asyncpg"]["events_per_s"] == pytest.approx(1.8)
+    assert drain["peer_ratio"]["node"]["events_per_s"] == pytest.approx(0.8)
+    assert drain["peer_ratio"]["node"]["cpu_ms_per_10k"] == pytest.approx(0.75)
+    assert drain["targets"] == {
+        "events_per_s >= 0.8x baseline": True,
+        "events_per_s >= 1.2x asyncpg": True,
+        "events_per_s >= 1.0x node": False,
+    }
+    assert summary["drain10"]["targets"] == {"events_per_s >= 1.0x baseline": True}
+    assert summary["drain10"]["peer_ratio"] == {}
+    result = {
+        "scenarios": summary,
+        "peers": {
+            "asyncpg": {"available": True, "note": "asyncpg 0.32.0"},
+            "node": {"available": False, "note": "node is not on PATH"},
+        },
+    }
+    lines = report.peers_table(result).splitlines()
+    assert [line.split() for line in lines[2:]] == [
+        ["drain", "psycopg", "300,000", "3.00", "1.20x", "0.90x"],
+        ["asyncpg", "200,000", "4.50", "1.80x", "0.60x"],
+        ["node-pg", "450,000", "3.60", "0.80x", "0.75x"],
+        ["pghub", "360,000", "2.70"],
+        ["drain10", "psycopg", "250,000", "4.00", "1.00x", "1.00x"],
+        ["pghub", "250,000", "4.00"],
+        ["peer", "node", "skipped:", "node", "is", "not", "on", "PATH"],
+    ]
+    # Without the drain scenarios there is nothing to compare.
+    assert report.peers_table({"scenarios": {}, "peers": {}}) == ""

@@ -1,4 +1,5 @@
-"""``pghub bench``: measure pghub against raw psycopg on the same server, print the table.
+"""``pghub bench``: measure pghub against raw psycopg and its peers (asyncpg, node-postgres)
+on the same server, print the tables.
 
 The harness is :mod:`pghub.tools.bench`; this module is its command line. Only the scenario
 names are loaded to build the parser: the harness (multiprocessing, the listeners) is imported
@@ -13,12 +14,12 @@ import os
 
 import psycopg
 
-from ..tools.bench.scenarios import MEMORY_EVENTS, SCENARIOS
+from ..tools.bench.scenarios import MEMORY_EVENTS, PEERS, SCENARIOS
 from ._common import CliError, Exit, first_line, remember_secrets
 
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
-SUMMARY = "measure pghub against raw psycopg on the same server, in one run"
+SUMMARY = "measure pghub against raw psycopg, asyncpg and node-postgres on one server, in one run"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=MEMORY_EVENTS,
         help="events for --scenario memory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="measure raw psycopg and pghub only: not asyncpg's add_listener nor a node-postgres "
+        "listener, which otherwise run in the drain scenarios where installed (asyncpg: pip "
+        "install 'pghub[bench]'; node-postgres: node on PATH and npm install --prefix "
+        "~/.cache/pghub/node pg, or $PGHUB_BENCH_NODE_MODULES naming a node_modules with pg)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
@@ -78,12 +87,16 @@ def run(args: argparse.Namespace) -> int:
             runs=args.runs,
             memory_events=args.memory_events,
             progress=Progress(enabled=not args.no_progress),
+            peers=() if args.no_peers else PEERS,
         )
     except RuntimeError as error:
         raise CliError(str(error), Exit.FAILED) from None
     print(report.headline(result))
     if result["scenarios"]:
         print(report.table(result["scenarios"]))
+    peers = report.peers_table(result)
+    if peers:
+        print(peers)
     if "memory" in result:
         print(report.memory_lines(result["memory"]))
     if args.json:

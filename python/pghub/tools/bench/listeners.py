@@ -2,13 +2,16 @@
 
 The baseline is what a careful user writes by hand: a loop on psycopg's ``conn.notifies()``
 that parses each payload's JSON and calls a callback. The pghub side receives through
-consumers of a :class:`pghub.Hub`. Either way the process reports, over a pipe, how many
-events each callback got, when the last one came, its CPU time and RSS from the moment it was
-listening (process start-up excluded), and the latencies when asked for.
+consumers of a :class:`pghub.Hub`. The asyncpg peer is the same hand-written loop on asyncpg's
+``add_listener`` (node-postgres, the other peer, runs in node: peers.py). Each process
+reports, over a pipe, how many events each callback got, when the last one came, its CPU time
+and RSS from the moment it was listening (process start-up excluded), and the latencies when
+asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -104,14 +107,16 @@ def cpu_seconds() -> float:
 
 
 def listener_main(
-    side: str, dsn: str, channel: str, work: Workload, pipe: Connection, shared: Any
+    side: str, dsn: str, channels: list[str], work: Workload, pipe: Connection, shared: Any
 ) -> None:
     """Entry point of the listener's child process."""
     try:
         if side == "baseline":
-            _listen_baseline(dsn, channel, work, pipe, shared)
+            _listen_baseline(dsn, channels, work, pipe, shared)
+        elif side == "asyncpg":
+            asyncio.run(_listen_asyncpg(dsn, channels, work, pipe, shared))
         else:
-            _listen_pghub(dsn, channel, work, pipe, shared)
+            _listen_pghub(dsn, channels, work, pipe, shared)
     except BaseException as exc:
         pipe.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
@@ -128,13 +133,16 @@ def _tallies(work: Workload, shared: Any) -> list[Tally]:
     return tallies
 
 
-def _listen_baseline(dsn: str, channel: str, work: Workload, pipe: Connection, shared: Any) -> None:
+def _listen_baseline(
+    dsn: str, channels: list[str], work: Workload, pipe: Connection, shared: Any
+) -> None:
     tallies = _tallies(work, shared)
     takers = [t.take for t in tallies]
     last = tallies[-1]
     loads = json.loads
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'LISTEN "{channel}"')
+        for channel in channels:
+            conn.execute(f'LISTEN "{channel}"')
         started = _ready(pipe)
         deadline = _Deadline()
         while not last.done.is_set() and not deadline.passed(last.count):
@@ -147,7 +155,54 @@ def _listen_baseline(dsn: str, channel: str, work: Workload, pipe: Connection, s
     _report(pipe, tallies, started, timed_out=not last.done.is_set())
 
 
-def _listen_pghub(dsn: str, channel: str, work: Workload, pipe: Connection, shared: Any) -> None:
+async def _listen_asyncpg(
+    dsn: str, channels: list[str], work: Workload, pipe: Connection, shared: Any
+) -> None:
+    """asyncpg's ``add_listener``: a callback per notification, on the event loop."""
+    import asyncpg  # the bench extra; the runner checked that it is there
+
+    tallies = _tallies(work, shared)
+    takers = [t.take for t in tallies]
+    last = tallies[-1]
+    loads = json.loads
+
+    def on_notification(conn: Any, pid: int, channel: str, payload: str) -> None:
+        value = loads(payload.partition(":")[2])
+        for take in takers:
+            take(value)
+
+    conn = await asyncpg.connect(**_asyncpg_args(dsn))
+    try:
+        for channel in channels:
+            await conn.add_listener(channel, on_notification)
+        started = _ready(pipe)
+        deadline = _Deadline()
+        while not last.done.is_set() and not deadline.passed(last.count):
+            await asyncio.sleep(0.2)  # the callbacks run meanwhile; done is checked each time
+        _report(pipe, tallies, started, timed_out=not last.done.is_set())
+    finally:
+        await conn.close(timeout=5)
+
+
+def _asyncpg_args(dsn: str) -> dict[str, Any]:
+    """asyncpg's connect() arguments for a libpq conninfo (it reads URIs, not conninfos).
+
+    Only what the benchmark's server needs: host, port, user, password, dbname; libpq's
+    environment fills in the rest, as asyncpg reads PGHOST and friends too.
+    """
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    names = {"host": "host", "port": "port", "user": "user", "password": "password"}
+    args: dict[str, Any] = {names[k]: str(v) for k, v in params.items() if k in names}
+    if "port" in args:
+        args["port"] = int(args["port"])
+    if "dbname" in params:
+        args["database"] = str(params["dbname"])
+    return args
+
+
+def _listen_pghub(
+    dsn: str, channels: list[str], work: Workload, pipe: Connection, shared: Any
+) -> None:
     tallies = _tallies(work, shared)
     subscribed = threading.Semaphore(0)
 
@@ -168,8 +223,8 @@ def _listen_pghub(dsn: str, channel: str, work: Workload, pipe: Connection, shar
 
     with Hub(dsn, name="bench-listener") as hub:
         for tally in tallies:
-            hub.consumer(callback_of(tally), channel)
-        for _ in tallies:
+            hub.consumer(callback_of(tally), *channels)
+        for _ in range(len(tallies) * len(channels)):  # a SUBSCRIBE per consumer and topic
             if not subscribed.acquire(timeout=30):
                 raise RuntimeError("the bench listener's consumers were never subscribed")
         started = _ready(pipe)

@@ -1,12 +1,12 @@
-"""The benchmark's figures: medians per side, pghub's ratio to the baseline, the targets of
-issue 6, and the table and memory line that ``pghub bench`` prints."""
+"""The benchmark's figures: medians per side, pghub's ratio to the baseline and to each peer,
+the targets of issues 6 and 11, and the tables and memory line that ``pghub bench`` prints."""
 
 from __future__ import annotations
 
 import statistics
 from typing import Any
 
-from .scenarios import MEMORY_WARMUP, SIDES, Measurement
+from .scenarios import MEMORY_WARMUP, PEERS, SIDES, Measurement
 
 FIGURES = ("events_per_s", "p50_ms", "p99_ms", "cpu_ms_per_10k", "rss_mb")
 
@@ -31,25 +31,33 @@ def _ratio(pghub: float | None, baseline: float | None) -> float | None:
 
 
 def summarize(runs: dict[str, dict[str, list[Measurement]]]) -> dict[str, Any]:
-    """Per scenario: the median of each figure per side, and pghub's ratio to the baseline."""
+    """Per scenario: the median of each figure per side, pghub's ratio to the baseline
+    (``ratio``) and to each peer measured (``peer_ratio``: pghub's figure over the peer's)."""
     out: dict[str, Any] = {}
     for scenario, sides in runs.items():
         entry: dict[str, Any] = {}
-        for side in SIDES:
+        peers = [p for p in PEERS if sides.get(p)]
+        entry["sides"] = [*SIDES, *peers]
+        for side in entry["sides"]:
             ms = sides.get(side, [])
             entry[side] = {f: _median([getattr(m, f) for m in ms]) for f in FIGURES}
             entry[side]["runs"] = len(ms)
             entry[side]["lost"] = sum(m.lost for m in ms)
             entry[side]["timed_out"] = sum(m.timed_out for m in ms)
         entry["ratio"] = {f: _ratio(entry["pghub"][f], entry["baseline"][f]) for f in FIGURES}
+        entry["peer_ratio"] = {
+            p: {f: _ratio(entry["pghub"][f], entry[p][f]) for f in FIGURES} for p in peers
+        }
         entry["targets"] = targets_of(scenario, entry)
         out[scenario] = entry
     return out
 
 
 def targets_of(scenario: str, entry: dict[str, Any]) -> dict[str, bool | None]:
-    """Issue 6's targets for this scenario: True met, False missed, None not measured."""
+    """Issue 6's and 11's targets for this scenario: True met, False missed, None not measured
+    (a peer that did not run)."""
     pghub, ratio = entry["pghub"], entry["ratio"]
+    peer_rate = {p: r["events_per_s"] for p, r in entry.get("peer_ratio", {}).items()}
 
     def at_least(value: float | None, bound: float) -> bool | None:
         return None if value is None else value >= bound
@@ -59,8 +67,16 @@ def targets_of(scenario: str, entry: dict[str, Any]) -> dict[str, bool | None]:
 
     if scenario == "single":
         return {"events_per_s >= 3x baseline": at_least(ratio["events_per_s"], 3.0)}
-    if scenario in ("burst", "drain"):
+    if scenario == "burst":
         return {"events_per_s >= 0.8x baseline": at_least(ratio["events_per_s"], 0.8)}
+    if scenario == "drain":
+        return {
+            "events_per_s >= 0.8x baseline": at_least(ratio["events_per_s"], 0.8),
+            "events_per_s >= 1.2x asyncpg": at_least(peer_rate.get("asyncpg"), 1.2),
+            "events_per_s >= 1.0x node": at_least(peer_rate.get("node"), 1.0),
+        }
+    if scenario == "drain10":
+        return {"events_per_s >= 1.0x baseline": at_least(ratio["events_per_s"], 1.0)}
     if scenario == "paced":
         return {
             "p50 <= 0.5 ms": at_most(pghub["p50_ms"], 0.5),
@@ -78,7 +94,7 @@ def incomplete(result: dict[str, Any]) -> bool:
     lost = any(
         entry[side]["lost"] or entry[side]["timed_out"]
         for entry in result["scenarios"].values()
-        for side in SIDES
+        for side in entry["sides"]
     )
     return lost or bool("memory" in result and result["memory"]["lost"])
 
@@ -121,7 +137,7 @@ def table(summary: dict[str, Any]) -> str:
                 f"{_fmt(p, figure):>11} {ratio:>7}"
             )
             label = ""
-        for side in SIDES:
+        for side in entry["sides"]:
             if entry[side]["lost"] or entry[side]["timed_out"]:
                 lines.append(
                     f"{'':<9} warning: {side} lost {entry[side]['lost']} events, "
@@ -131,6 +147,52 @@ def table(summary: dict[str, Any]) -> str:
             state = "not measured" if met is None else ("met" if met else "MISSED")
             lines.append(f"{'':<9} target {target}: {state}")
     return "\n".join(lines)
+
+
+_PEER_LABELS = {"baseline": "psycopg", "pghub": "pghub", "asyncpg": "asyncpg", "node": "node-pg"}
+
+
+def peers_table(result: dict[str, Any]) -> str:
+    """The listeners side by side where the peers ran: rate, CPU per event, and pghub's
+    ratio to each (rate: above 1 pghub is faster; cpu: below 1 pghub is cheaper). Then a
+    line for each peer that was skipped, saying why."""
+    lines: list[str] = []
+    for scenario, entry in result["scenarios"].items():
+        if not entry.get("peer_ratio") and "drain" not in scenario:
+            continue
+        if not lines:
+            lines.append(
+                "listeners draining; pghub's ratio to each: rate above 1x, pghub is faster; "
+                "cpu below 1x, pghub is cheaper"
+            )
+            lines.append(
+                f"{'scenario':<9} {'listener':<9} {'events/s':>11} {'cpu us/event':>12} "
+                f"{'rate':>7} {'cpu':>7}"
+            )
+        label = scenario
+        others = [s for s in entry["sides"] if s != "pghub"]
+        for side in [*others, "pghub"]:
+            figures = entry[side]
+            cpu = figures["cpu_ms_per_10k"]
+            cpu_text = "-" if cpu is None else f"{cpu / 10:.2f}"  # ms per 10k = 0.1 us each
+            if side == "pghub":
+                rate, cpu_ratio = "", ""
+            else:
+                ratios = entry["ratio"] if side == "baseline" else entry["peer_ratio"][side]
+                rate = _times(ratios["events_per_s"])
+                cpu_ratio = _times(ratios["cpu_ms_per_10k"])
+            events = _fmt(figures["events_per_s"], "events_per_s")
+            line = f"{label:<9} {_PEER_LABELS[side]:<9} {events:>11} {cpu_text:>12} "
+            lines.append((line + f"{rate:>7} {cpu_ratio:>7}").rstrip())
+            label = ""
+    for name, peer in result.get("peers", {}).items():
+        if not peer["available"]:
+            lines.append(f"peer {name} skipped: {peer['note']}")
+    return "\n".join(lines)
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def memory_lines(mem: dict[str, Any]) -> str:

@@ -22,15 +22,19 @@ from typing import Any
 import psycopg
 
 from .listeners import listener_main
+from .peers import NodeListener, Peer, find
 from .progress import Progress
 from .report import summarize
 from .scenarios import (
     MEMORY_EVENTS,
     MEMORY_WARMUP,
+    PEER_SCENARIOS,
+    PEERS,
     SCENARIOS,
     SIDES,
     Measurement,
     Workload,
+    channels_of,
     memory_workload,
     workloads,
 )
@@ -39,49 +43,72 @@ from .senders import sender
 _channel_numbers = iter(range(1, 1 << 62))
 
 
-def measure(side: str, work: Workload, dsn: str, progress: Progress) -> Measurement:
-    """Run one scenario on one side: listener in a child process, sender here."""
-    ctx = multiprocessing.get_context("spawn")
+class _PythonListener:
+    """A listener written in Python (psycopg, pghub, asyncpg) in a spawned child process."""
+
+    def __init__(self, side: str, dsn: str, channels: list[str], work: Workload, shared: Any):
+        ctx = multiprocessing.get_context("spawn")
+        self._pipe, theirs = ctx.Pipe()
+        self._child = ctx.Process(
+            target=listener_main,
+            args=(side, dsn, channels, work, theirs, shared),
+            name=f"pghub-bench-{side}",
+            daemon=True,
+        )
+        self._child.start()
+        assert self._child.pid is not None  # started
+        self.pid: int = self._child.pid
+
+    def expect(self, what: str, timeout: float | None, progress: Progress | None) -> dict[str, Any]:
+        return _expect(self._pipe, what, self._child, timeout, progress)
+
+    def close(self) -> None:
+        self._child.join(10)
+        if self._child.is_alive():
+            self._child.terminate()
+            self._child.join()
+
+
+def measure(
+    side: str, work: Workload, dsn: str, progress: Progress, peer: Peer | None = None
+) -> Measurement:
+    """Run one scenario on one side: listener in a child process, sender here. ``peer``: the
+    node peer's binary and modules (side ``node``)."""
     channel = f"pghub_bench_{os.getpid()}_{next(_channel_numbers)}"
-    ours, theirs = ctx.Pipe()
-    shared = ctx.RawValue("q", 0)
-    child = ctx.Process(
-        target=listener_main,
-        args=(side, dsn, channel, work, theirs, shared),
-        name=f"pghub-bench-{side}",
-        daemon=True,
-    )
+    channels = channels_of(channel, work)
+    shared = multiprocessing.get_context("spawn").RawValue("q", 0)
     progress.start(work.scenario, side, work.events * work.consumers, shared)
-    child.start()
+    child: _PythonListener | NodeListener
+    if side == "node":
+        assert peer is not None
+        assert peer.available
+        child = NodeListener(peer, dsn, channels, work, shared)
+    else:
+        child = _PythonListener(side, dsn, channels, work, shared)
     try:
         progress.phase("starting listener")
-        _expect(ours, "ready", child, 60.0)
+        child.expect("ready", 60.0, None)
         sending = sender(side, dsn)
-        pid = child.pid
-        assert pid is not None  # started
         try:
             if work.paused:  # the server holds what the stopped listener cannot take
-                os.kill(pid, signal.SIGSTOP)
+                os.kill(child.pid, signal.SIGSTOP)
             progress.phase("sending")
             started = time.monotonic()
-            sending.send(channel, work, progress)
+            sending.send(channels, work, progress)
             if work.paused:
                 sending.flush()
                 started = time.monotonic()
-                os.kill(pid, signal.SIGCONT)
+                os.kill(child.pid, signal.SIGCONT)
             progress.phase("receiving")
-            result = _expect(ours, "done", child, None, progress)
+            result = child.expect("done", None, progress)
         finally:
             sending.close()
     finally:
         progress.end()
-        if work.paused and child.pid is not None:
+        if work.paused:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGCONT)
-        child.join(10)
-        if child.is_alive():
-            child.terminate()
-            child.join()
+        child.close()
     received = result["received"]
     seconds = result["finished_at"] - started
     cpu = result["cpu_s"]
@@ -180,25 +207,34 @@ def run(
     runs: int | None = None,
     memory_events: int = MEMORY_EVENTS,
     progress: Progress | None = None,
+    peers: Sequence[str] = PEERS,
 ) -> dict[str, Any]:
-    """Run the chosen scenarios (``"memory"`` among them for the memory check); returns what
+    """Run the chosen scenarios (``"memory"`` among them for the memory check), the ``peers``
+    that this machine has in the scenarios they take part in; returns what
     ``pghub bench --json`` writes. A listener that fails or dies raises RuntimeError."""
     progress = progress or Progress(enabled=False)
     before = machine()  # the load average before this run adds its own
     rounds = runs if runs is not None else (1 if quick else 3)
     sizes = workloads(quick)
+    wanted = any(s in PEER_SCENARIOS for s in scenarios)
+    found = find(tuple(p for p in PEERS if p in peers)) if wanted else {}
+    present = tuple(name for name, peer in found.items() if peer.available)
     measured: dict[str, dict[str, list[Measurement]]] = {}
     for i in range(rounds):
         for scenario in (s for s in SCENARIOS if s in scenarios):
-            for side in SIDES:
+            sides = SIDES + (present if scenario in PEER_SCENARIOS else ())
+            for side in sides:
                 progress.run = f"[run {i + 1}/{rounds}] "
-                m = measure(side, sizes[scenario], dsn, progress)
+                m = measure(side, sizes[scenario], dsn, progress, found.get(side))
                 measured.setdefault(scenario, {}).setdefault(side, []).append(m)
     result: dict[str, Any] = {
         "machine": {**before, "server_version": server_version(dsn)},
         "quick": quick,
         "runs": rounds,
         "workloads": {s: asdict(w) for s, w in sizes.items() if s in measured},
+        "peers": {
+            name: {"available": peer.available, "note": peer.note} for name, peer in found.items()
+        },
         "scenarios": summarize(measured),
         "measurements": [
             {k: v for k, v in asdict(m).items() if k != "extra"}

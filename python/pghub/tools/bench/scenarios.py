@@ -12,8 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SCENARIOS = ("single", "burst", "drain", "paced", "fanout", "large")
-SIDES = ("baseline", "pghub")
+SCENARIOS = ("single", "burst", "drain", "drain10", "paced", "fanout", "large")
+SIDES = ("baseline", "pghub")  # every scenario runs on both
+# Listeners a user would pick instead of pghub (issue 11), measured where the listener alone
+# sets the pace: asyncpg's add_listener, node-postgres. Each is optional (peers.py).
+PEERS = ("asyncpg", "node")
+PEER_SCENARIOS = ("drain", "drain10")
+TOPICS = 10  # drain10: events round-robin over this many topics
 BURST = 100  # events per statement (baseline) and per notify_many call (pghub)
 LARGE_PAD = 4000  # characters of padding: payloads of about 4 KB
 MEMORY_EVENTS = 1_000_000
@@ -33,6 +38,7 @@ class Workload:
     latencies: bool = False  # record send-to-callback latency of every event
     rss_every: int = 0  # sample the listener's RSS every this many events (memory)
     paused: bool = False  # the listener is stopped while the sender sends, then drains
+    topics: int = 1  # event n goes to topic n % topics; the listener follows them all
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
@@ -42,6 +48,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
             "single": Workload("single", 5_000),
             "burst": Workload("burst", 20_000, batch=BURST),
             "drain": Workload("drain", 20_000, batch=BURST, paused=True),
+            "drain10": Workload("drain10", 20_000, batch=BURST, paused=True, topics=TOPICS),
             "paced": Workload("paced", 1_500, rate=1000.0, latencies=True),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
             "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
@@ -50,10 +57,18 @@ def workloads(quick: bool) -> dict[str, Workload]:
         "single": Workload("single", 50_000),
         "burst": Workload("burst", 200_000, batch=BURST),
         "drain": Workload("drain", 100_000, batch=BURST, paused=True),
+        "drain10": Workload("drain10", 100_000, batch=BURST, paused=True, topics=TOPICS),
         "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
         "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
     }
+
+
+def channels_of(channel: str, work: Workload) -> list[str]:
+    """The channels of a measurement: ``channel``, or ``channel_0`` .. ``channel_9``."""
+    if work.topics == 1:
+        return [channel]
+    return [f"{channel}_{i}" for i in range(work.topics)]
 
 
 def memory_workload(events: int = MEMORY_EVENTS) -> Workload:

@@ -7,7 +7,7 @@ baseline side), so the comparison is of the same workload.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import psycopg
@@ -19,7 +19,8 @@ from .scenarios import Workload, baseline_payload, event_value
 
 
 class Sender(Protocol):
-    def send(self, channel: str, work: Workload, progress: Progress) -> None: ...
+    def send(self, channels: Sequence[str], work: Workload, progress: Progress) -> None:
+        """Send ``work``: event n on ``channels[n % len(channels)]``."""
 
     def flush(self) -> None:
         """Return once every notify sent so far has committed."""
@@ -28,7 +29,9 @@ class Sender(Protocol):
 
 
 def sender(side: str, dsn: str) -> Sender:
-    return BaselineSender(dsn) if side == "baseline" else PghubSender(dsn)
+    """pghub's sender for pghub's listener; raw psycopg's for every other (the peers too: they
+    are measured draining, where the sender does not set the pace)."""
+    return PghubSender(dsn) if side == "pghub" else BaselineSender(dsn)
 
 
 def _schedule(work: Workload) -> Iterator[int]:
@@ -58,20 +61,20 @@ class BaselineSender:
     def close(self) -> None:
         self.conn.close()
 
-    def send(self, channel: str, work: Workload, progress: Progress) -> None:
+    def send(self, channels: Sequence[str], work: Workload, progress: Progress) -> None:
         conn = self.conn
+        k = len(channels)
         if work.batch > 1:
             query = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n (c, p)"
-            channels = [channel] * work.batch
             for first in range(0, work.events, work.batch):
                 numbers = range(first, min(first + work.batch, work.events))
                 payloads = [baseline_payload(n, event_value(n, work.pad)) for n in numbers]
-                conn.execute(query, (channels[: len(payloads)], payloads))
+                conn.execute(query, ([channels[n % k] for n in numbers], payloads))
                 progress.sent(first + len(payloads))
         else:
             for n in _schedule(work):
                 payload = baseline_payload(n, event_value(n, work.pad))
-                conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+                conn.execute("SELECT pg_notify(%s, %s)", (channels[n % k], payload))
                 if not n & 1023:
                     progress.sent(n)
 
@@ -91,12 +94,13 @@ class PghubSender:
     def close(self) -> None:
         self.hub.stop(wait=True)  # sends what is still queued
 
-    def send(self, channel: str, work: Workload, progress: Progress) -> None:
+    def send(self, channels: Sequence[str], work: Workload, progress: Progress) -> None:
         hub = self.hub
+        k = len(channels)
         if work.batch > 1:
             for first in range(0, work.events, work.batch):
                 numbers = range(first, min(first + work.batch, work.events))
-                batch = [(channel, (n,), event_value(n, work.pad)) for n in numbers]
+                batch = [(channels[n % k], (n,), event_value(n, work.pad)) for n in numbers]
                 while True:
                     try:
                         hub.notify_many(batch)
@@ -107,6 +111,6 @@ class PghubSender:
         else:
             notify = hub.notify
             for n in _schedule(work):
-                notify(channel, (n,), event_value(n, work.pad))
+                notify(channels[n % k], (n,), event_value(n, work.pad))
                 if not n & 1023:
                     progress.sent(n)
