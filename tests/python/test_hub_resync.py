@@ -23,7 +23,7 @@ from hubkit import AsyncRecorder, HubPool, Recorder, send_raw, terminate, wait_u
 
 import pghub
 from pghub import Action, Advisory, Event
-from pghub._consumer import RESYNC_AFTER, Scope
+from pghub._resync import DURABLE_RESYNC_AFTER, RESYNC_AFTER, Scope
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,12 +183,15 @@ def test_a_failed_resync_is_owed_again_after_a_backoff_and_events_go_on() -> Non
 
 
 def test_the_table_of_advisories_that_owe_a_resync() -> None:
-    """The one place a new advisory kind (durable topics' GAP) plugs in."""
+    """The one place a new advisory kind plugs in; a durable consumer loses nothing to a lost
+    connection or a full queue: only its start and a GAP owe it a resync."""
     assert RESYNC_AFTER == {
         Action.SUBSCRIBE: Scope.TOPIC,
         Action.RECONNECT: Scope.ALL,
         Action.OVERFLOW: Scope.ALL,
+        Action.GAP: Scope.TOPIC,
     }
+    assert DURABLE_RESYNC_AFTER == {Action.SUBSCRIBE: Scope.TOPIC, Action.GAP: Scope.TOPIC}
 
 
 # --- on a real hub --------------------------------------------------------------------------------

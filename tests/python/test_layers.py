@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub._engine",),  # the driver: inbox, poll(), session, clock
     ("pghub._lifecycle",),  # its thread's life as callers see it: started, stopped, forked
     ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork", "pghub._waitroom"),
-    ("pghub._core", "pghub._durable"),  # the decisions, without I/O
+    ("pghub._core", "pghub._durable", "pghub._resync"),  # the decisions, without I/O
     ("pghub._subscriptions", "pghub._outbox", "pghub._mailbox", "pghub._backoff", "pghub.wire"),
     ("pghub._jsonread",),  # the JSON part of a payload, read strictly
     ("pghub._canonical", "pghub._options", "pghub.stats", "pghub.events", "pghub._log"),
