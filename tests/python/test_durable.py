@@ -21,8 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+from wire_support import json_value
 
-from pghub import decode_payload
+from pghub import Hub, decode_payload, encode_payload, sql_notify
 
 WAIT_SECONDS = 10.0  # every wait for a notification is bounded
 VECTORS = Path(__file__).resolve().parents[1] / "vectors.json"
@@ -525,6 +526,51 @@ def test_the_journal_holds_what_encode_writes_for_every_vector(
         )
     journaled = [row[0] for row in conn.execute("SELECT payload FROM pghub.vectors ORDER BY id")]
     assert journaled == [vector["payload"] for vector in valid]
+
+
+def test_sql_the_hub_and_sql_notify_journal_the_same_bytes(
+    conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]], dsn: str
+) -> None:
+    """Cross-language: an event journaled by SQL pghub.notify, by the Python hub (notify and
+    notify_many) and by sql_notify is the same event to every consumer, byte for byte, in the
+    journal and on the wire (commit mode), for every valid vector and for one over 7999 bytes."""
+    paths = ("by_sql", "by_hub", "by_batch", "by_sql_notify")
+    listener = connect()
+    for topic in paths:
+        conn.execute("SELECT pghub.make_durable(%s)", [topic])
+        listener.execute(f"LISTEN {topic}")
+    events = [
+        (vector["key"], vector["value"], vector["payload"])
+        for vector in json.loads(VECTORS.read_text(encoding="utf-8"))["valid"]
+    ]
+    big = {"text": "é$" * 3000}  # over 7999 bytes: journaled whole, announced on pghub:wake
+    events.append(([7], json.dumps(big), encode_payload([7], big, limit=None)))
+    for key, value, _ in events:
+        conn.execute("SELECT pghub.notify('by_sql', %s::bigint[], %s::jsonb)", [key, value])
+    with Hub(dsn, tick_interval=None, prune_interval=None) as hub:
+        sent = [hub.notify("by_hub", key, json_value(value)) for key, value, _ in events]
+        batch = [("by_batch", key, json_value(value)) for key, value, _ in events]
+        sent.append(hub.notify_many(batch))
+        assert [future.result(WAIT_SECONDS) for future in sent] == [True] * len(sent)
+    with psycopg.connect(dsn) as caller:
+        for key, value, _ in events:
+            sql_notify(caller, "by_sql_notify", key, json_value(value))
+        caller.commit()
+    want = [payload for _, _, payload in events]
+    for topic in paths:
+        assert [payload for _, payload in drain(conn, topic).events] == want, topic
+    # On the wire, what fits, as each path's transactions let PostgreSQL deliver it: one
+    # transaction (notify_many, the caller's) delivers identical notifications once.
+    fits = [payload for payload in want if len(payload.encode()) <= 7999]
+    once = list(dict.fromkeys(fits))
+    expected = {"by_sql": fits, "by_hub": fits, "by_batch": once, "by_sql_notify": once}
+    heard: dict[str, list[str]] = {topic: [] for topic in paths}
+    total = sum(map(len, expected.values()))
+    deadline = time.monotonic() + WAIT_SECONDS
+    while sum(map(len, heard.values())) < total and time.monotonic() < deadline:
+        for note in listener.notifies(timeout=0.2):
+            heard[note.channel].append(note.payload)
+    assert heard == expected
 
 
 def buffers_of(conn: psycopg.Connection[Any], statement: str, params: list[Any]) -> int:

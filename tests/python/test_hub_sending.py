@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +32,8 @@ from psycopg import sql
 import pghub
 from pghub import Action, Event
 from pghub.testing import FaultProxy
+
+WAIT = 10.0  # every answer awaited here is bounded
 
 # --- what a notify sends ----------------------------------------------------------------------
 
@@ -142,8 +144,6 @@ def test_bad_notify_input_raises_at_the_call(dsn: str, hubs: HubPool) -> None:
         hub.notify("t", [1], {"x": float("nan")})
     with pytest.raises(pghub.InvalidValue):
         hub.notify("t", [1], "nul\x00")
-    with pytest.raises(pghub.PayloadTooLarge):
-        hub.notify("t", [1], "x" * 8000)
     assert hub.stats().notifies == 0
 
 
@@ -163,27 +163,76 @@ def test_notify_many_with_one_bad_event_sends_none(
     assert hub.stats().notifies == 0
 
 
-def test_oversized_payload_raises_at_the_call_and_sends_nothing(
+def test_oversized_payload_on_a_plain_topic_is_refused_by_the_server_and_sends_nothing(
     dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
 ) -> None:
+    """Whether a topic is durable is the server's to say, when the event is sent: a payload
+    over 7999 bytes goes to the server, which refuses it on a plain topic (the notify is
+    answered False, alone: the others queued with it go)."""
     conn.execute("LISTEN big")
     hub = hubs.started(dsn)
     rec = Recorder()
     hub.consumer(rec, "big")
     rec.wait_advisory(Action.SUBSCRIBE, "big")
     answers: list[bool] = []
-    with pytest.raises(pghub.PayloadTooLarge) as info:
-        hub.notify("big", [1], "x" * 7995, confirm=answers.append)  # e1:"..." is 8000 bytes
-    assert (info.value.size, info.value.limit) == (8000, 7999)
+    too_large = hub.notify("big", [1], "x" * 7995, confirm=answers.append)  # 8000 bytes
     # The largest payload that fits goes through: 7999 bytes.
     at_limit = "y" * 7994
-    hub.notify("big", [2], at_limit)
+    fits = hub.notify("big", [2], at_limit)
+    assert (too_large.result(WAIT), fits.result(WAIT)) == (False, True)
+    assert answers == [False]
     assert rec.wait_events(1) == [Event("big", (2,), at_limit)]
     got = list(conn.notifies(timeout=5, stop_after=1))
     assert [len(n.payload.encode()) for n in got] == [7999]
-    assert answers == []
-    assert hub.stats().notifies == 1
-    assert hub.stats().notify_failures == 0
+    assert (hub.stats().notifies, hub.stats().notify_failures) == (1, 1)
+
+
+def test_a_durable_topic_journals_what_the_hub_sends_whatever_its_size(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    """Decided per event, in the sending statement: a topic made durable after the hub
+    connected is journaled from then on, in the batch's transaction; an event over 7999
+    bytes is journaled whole (and announced on pghub:wake), as SQL pghub.notify does."""
+    hub = hubs.started(dsn)
+    conn.execute('LISTEN kept; LISTEN "pghub:wake"')
+    assert hub.notify("kept", [1]).result(WAIT) is True  # plain for now
+    conn.execute("SELECT pghub.make_durable('kept')")
+    big = {"text": "é" * 5000}
+    batch = [("kept", [2], None), ("Kept", [3], big), ("plain", [4], None)]
+    assert hub.notify_many(batch).result(WAIT) is True
+    journaled = [r[0] for r in conn.execute("SELECT payload FROM pghub.kept ORDER BY id")]
+    assert journaled == ["e2", pghub.encode_payload([3], big, limit=None)]
+    got = [(n.channel, n.payload) for n in conn.notifies(timeout=5, stop_after=3)]
+    assert got == [("kept", "e1"), ("kept", "e2"), ("pghub:wake", "kept")]
+
+
+def test_a_database_without_pghub_gets_plain_notifies(
+    empty_database: Callable[[], str], hubs: HubPool
+) -> None:
+    plain = empty_database()
+    with psycopg.connect(plain, autocommit=True) as listening:
+        listening.execute("LISTEN plain")
+        hub = hubs.started(plain)
+        assert hub.notify_many([("plain", [1], None), ("plain", [2], {"a": 1})]).result(WAIT)
+        assert hub.notify("plain", [3], "x" * 8000).result(WAIT) is False
+        assert hub.notify("plain", [4]).result(WAIT) is True
+        got = [n.payload for n in listening.notifies(timeout=5, stop_after=3)]
+        assert got == ["e1", 'e2:{"a":1}', "e4"]
+
+
+def test_pghub_dropped_under_a_connected_hub_sends_plainly_from_then_on(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    conn.execute("LISTEN after")
+    assert hub.notify("after", [1]).result(WAIT) is True
+    conn.execute("DROP EXTENSION pghub CASCADE")
+    # The batch fails through pghub; the core retries each alone, with pg_notify.
+    assert hub.notify_many([("after", [2], None), ("after", [3], None)]).result(WAIT) is True
+    assert hub.notify("after", [4]).result(WAIT) is True
+    got = [n.payload for n in conn.notifies(timeout=5, stop_after=4)]
+    assert got == ["e1", "e2", "e3", "e4"]
+    assert hub.stats().disconnects == 0
 
 
 def test_send_queue_full_raises_instead_of_growing_without_bound(hubs: HubPool) -> None:

@@ -20,7 +20,8 @@ the attacker a superuser. Every test ends by checking that neither happened, whi
   but cannot make a topic durable, change another role's topic or consumer, write the journal or
   plant a topic's view; the four SECURITY DEFINER functions do their one job for it and nothing
   more; and the durable paths (triggers, notify, read, tick, prune) never resolve an object of
-  a schema named after their caller.
+  a schema named after their caller; pghub.notify_encoded (what the Python hub and sql_notify
+  send with) journals nothing that pghub.encode would not write, whoever calls it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pghub import decode_payload
+from pghub import Hub, decode_payload
 from pghub.install import InstallError, install, installed_version
 
 WAIT_SECONDS = 5.0  # every wait for an event is bounded
@@ -514,6 +515,10 @@ def test_durable_paths_use_no_object_of_a_schema_named_after_the_caller(
             conn.execute("SELECT pghub.make_durable('other', '2 days', 'tick')")
         conn.execute("""SELECT pghub.notify('kept', '{1}', '{"a": 1}')""")
         conn.execute("SELECT pghub.notify('ticked', '{2}')")
+        # What the Python hub and sql_notify send with, on durable and plain topics.
+        conn.execute(
+            "SELECT pghub.notify_encoded(ARRAY['kept', 'plain', 'ticked'], ARRAY['e7', 'e8', 'e9'])"
+        )
         conn.execute("INSERT INTO tables.r VALUES (1, 'a'), (2, repeat('b', 9000))")
         conn.execute("INSERT INTO tables.s VALUES (1), (2)")
         position = conn.execute("SELECT pghub.consumer_position('c', 'kept', 'earliest')")
@@ -522,7 +527,7 @@ def test_durable_paths_use_no_object_of_a_schema_named_after_the_caller(
         rows = conn.execute("SELECT pos, payload FROM pghub.read('kept', %s, 2)", start).fetchall()
         assert len(rows) == 2
         conn.execute("SELECT pghub.ack('c', 'kept', %s)", [rows[-1][0]])
-        assert conn.execute("SELECT events FROM pghub.tick()").fetchone() == (2,)
+        assert conn.execute("SELECT events FROM pghub.tick()").fetchone() == (3,)
         conn.execute("SELECT * FROM pghub.prune()")
         conn.execute("SELECT * FROM pghub.durable_topics()")
         conn.execute("SELECT * FROM pghub.durable_consumers()")
@@ -530,4 +535,65 @@ def test_durable_paths_use_no_object_of_a_schema_named_after_the_caller(
         conn.execute("SELECT pghub._sync_marker('kept')")  # SECURITY DEFINER, called directly
         if role is None:
             conn.execute("SELECT pghub.make_transient('other')")
+    scene.assert_nothing_gained()
+
+
+def test_no_role_journals_a_payload_that_pghub_encode_would_not_write(scene: Scene) -> None:
+    """pghub.notify_encoded takes payloads encoded by the client (the Python hub, sql_notify).
+    A role with nothing but PUBLIC's rights, calling it (or its helpers) directly, cannot get a
+    malformed payload into the journal: each is decoded and encoded again by pghub, a payload
+    pghub.decode refuses is refused with the whole statement, and a plain topic still refuses
+    what does not fit in a notification. The hub, running as that role, journals as SQL does."""
+    with scene.connect() as admin:
+        admin.execute("CREATE EXTENSION pghub")
+        admin.execute("SELECT pghub.make_durable('orders', '1 day')")
+    refused = [
+        ("x", psycopg.errors.InvalidTextRepresentation),
+        ("e01", psycopg.errors.InvalidTextRepresentation),
+        ("e1,", psycopg.errors.InvalidTextRepresentation),
+        ("e9223372036854775808", psycopg.errors.InvalidTextRepresentation),
+        ('e1:{"a":', psycopg.errors.InvalidTextRepresentation),
+        ("e1:1e1073741823", psycopg.errors.InvalidTextRepresentation),
+        ('e1:"\\u0000"', psycopg.errors.InvalidTextRepresentation),
+        (None, psycopg.errors.NullValueNotAllowed),
+    ]
+    with scene.connect(scene.attacker) as conn:
+        for payload, error in refused:
+            with pytest.raises(error):  # the good event before it goes with the statement
+                conn.execute(
+                    "SELECT pghub.notify_encoded(ARRAY['orders', 'orders'], ARRAY['e5', %s])",
+                    [payload],
+                )
+            with pytest.raises(error):
+                conn.execute("SELECT pghub._journal_encoded('orders', %s)", [payload])
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute(
+                "SELECT pghub.notify_encoded(ARRAY['plain'], ARRAY['e1:\"' || repeat('x', 8000)"
+                " || '\"'])"
+            )
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT pghub.notify_encoded(ARRAY['a b'], ARRAY['e1'])")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT pghub.notify_encoded(ARRAY['orders'], ARRAY['e1', 'e2'])")
+        # Whitespace and unsorted members decode: journaled as pghub.encode writes them.
+        conn.execute(
+            "SELECT pghub.notify_encoded(ARRAY['Orders'], ARRAY[%s])", ['e1:{"b": 1,  "a":"$"}']
+        )
+        big = "e2:" + '"' + "y" * 9000 + '"'
+        conn.execute("SELECT pghub.notify_encoded(ARRAY['orders'], ARRAY[%s])", [big])
+    attacker_dsn = make_conninfo(scene.dsn, user=scene.attacker)
+    with Hub(attacker_dsn, tick_interval=None, prune_interval=None) as hub:
+        assert hub.notify("orders", [3], {"by": "hub"}).result(WAIT_SECONDS) is True
+        assert hub.notify("orders", [4], "z" * 9000).result(WAIT_SECONDS) is True
+        assert hub.notify("plain", [5], "z" * 9000).result(WAIT_SECONDS) is False
+    with scene.connect() as admin:
+        journaled = [r[0] for r in admin.execute("SELECT payload FROM pghub.orders ORDER BY id")]
+    assert journaled == [
+        'e1:{"a":"\\u0024","b":1}',
+        big,
+        'e3:{"by":"hub"}',
+        'e4:"' + "z" * 9000 + '"',
+    ]
+    for payload in journaled:
+        decode_payload(payload)
     scene.assert_nothing_gained()

@@ -103,8 +103,53 @@ def test_works_on_a_database_without_pghub(empty_database: Callable[[], str]) ->
         listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier("orders")))
         assert conn.execute("SELECT to_regnamespace('pghub')").fetchone() == (None,)
         sql_notify(conn, "orders", [7], [1, 2])
+        with pytest.raises(PayloadTooLarge):  # no durable topic here: refused, nothing sent
+            sql_notify(conn, "orders", [8], "x" * 8000)
         conn.commit()
         assert [(n.channel, n.payload) for n in drain(listening)] == [("orders", "e7:[1,2]")]
+
+
+def journal(conn: psycopg.Connection[Any], topic: str) -> list[str]:
+    rows = conn.execute(
+        sql.SQL("SELECT payload FROM pghub.{} ORDER BY id").format(sql.Identifier(topic))
+    )
+    return [row[0] for row in rows]
+
+
+def test_a_durable_topic_journals_in_the_callers_transaction_whatever_the_size(
+    dsn: str, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]
+) -> None:
+    """On a durable topic (decided by the server at each call) the event is journaled, as SQL
+    pghub.notify journals it, in the caller's transaction; over 7999 bytes it is journaled whole
+    and announced on pghub:wake, where a plain topic refuses it before any statement."""
+    conn.execute("SELECT pghub.make_durable('orders')")
+    listener.execute('LISTEN "pghub:wake"')
+    big = "é" * 5000
+    with psycopg.connect(dsn) as caller:
+        sql_notify(caller, "Orders", [1], {"a": "$"})
+        caller.rollback()  # journals nothing, sends nothing
+        sql_notify(caller, "Orders", [2], {"a": "$"})
+        with caller.cursor() as cur:
+            sql_notify(cur, "orders", [3], big)
+        with pytest.raises(PayloadTooLarge):
+            sql_notify(caller, "other", [4], big)
+        assert caller.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert journal(conn, "orders") == []  # not before the commit
+        caller.commit()
+        by_python = journal(conn, "orders")
+        conn.execute("SELECT pghub.make_transient('orders')")
+        sql_notify(caller, "orders", [5])  # plain again: pg_notify, nothing journaled
+        caller.commit()
+    assert received(listener) == [
+        ("orders", 'e2:{"a":"\\u0024"}'),
+        ("pghub:wake", "orders"),
+        ("orders", "e5"),
+    ]
+    conn.execute("SELECT pghub.make_durable('orders')")  # a new topic: its own journal
+    conn.execute("SELECT pghub.notify('orders', '{2}', %s::jsonb)", ['{"a": "$"}'])
+    conn.execute("SELECT pghub.notify('orders', '{3}', %s)", [psycopg.types.json.Jsonb(big)])
+    by_sql = journal(conn, "orders")
+    assert by_python == by_sql == ['e2:{"a":"\\u0024"}', pghub.encode_payload([3], big, limit=None)]
 
 
 def test_async_connection_and_cursor(dsn: str, listener: psycopg.Connection[Any]) -> None:
