@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from wire_support import drain
 
 import pghub
@@ -147,7 +148,7 @@ def test_a_durable_topic_journals_in_the_callers_transaction_whatever_the_size(
     ]
     conn.execute("SELECT pghub.make_durable('orders')")  # a new topic: its own journal
     conn.execute("SELECT pghub.notify('orders', '{2}', %s::jsonb)", ['{"a": "$"}'])
-    conn.execute("SELECT pghub.notify('orders', '{3}', %s)", [psycopg.types.json.Jsonb(big)])
+    conn.execute("SELECT pghub.notify('orders', '{3}', %s)", [Jsonb(big)])
     by_sql = journal(conn, "orders")
     assert by_python == by_sql == ['e2:{"a":"\\u0024"}', pghub.encode_payload([3], big, limit=None)]
 
