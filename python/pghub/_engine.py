@@ -120,8 +120,7 @@ class Engine:
         to ``send_wait`` for room; SendQueueFull after that, or at once without ``wait``.
         Never waits on the engine thread: it would be waiting for itself."""
         life = self.life
-        if life.forked:
-            life.refuse_if_forked()
+        life.refuse_if_forked()
         life.refuse_if_stopped()
         try:
             self.core.notify(items)  # SendQueueFull; answered at once after the wind-down

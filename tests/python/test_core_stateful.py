@@ -361,8 +361,10 @@ class CoreMachine(RuleBasedStateMachine):
     # --- the session and the server --------------------------------------------------------------
 
     @precondition(lambda self: self.rig is not None and self.core.phase is Phase.CONNECTING)
-    @rule(ok=st.sampled_from([True, True, True, False]))
-    def connect(self, ok: bool) -> None:
+    @rule(ok=st.sampled_from([True, True, True, False]), late=st.booleans())
+    def connect(self, ok: bool, late: bool = False) -> None:
+        """``late``: the driver looks again only once the backoff after a failure is over
+        (the core is at its next attempt while the failed one's session is still held)."""
         rig = self.rig
         assert rig is not None
         if ok:
@@ -374,6 +376,9 @@ class CoreMachine(RuleBasedStateMachine):
                 assert self.core.phase is not Phase.LISTENING, "a hot standby was kept"
         else:
             self.core.connect_failed("refused", self.now)
+            deadline = self.core.deadline()
+            if late and self.core.phase is Phase.BACKOFF and deadline is not None:
+                rig.tick(deadline - self.now)
         self.step()
 
     @precondition(lambda self: self.rig is not None and not self.wound_down)
@@ -507,8 +512,6 @@ class CoreMachine(RuleBasedStateMachine):
             self.flight = None
         if connect_deadline is not None and self.now >= connect_deadline:
             assert core.phase is not Phase.CONNECTING or core.attempt != attempt
-        if core.attempt != attempt:  # a new attempt: the old session is long gone
-            self.session = None
         self.sync_session()
         self.step()
 
