@@ -16,7 +16,10 @@ queue, never pauses the hub.
 - :class:`Query`: run one statement on the hub's reader session and answer with its rows (or
   throw the error into the generator);
 - :class:`Deliver`: give these events and advisories, in order, to the callback (or the
-  reader of a subscription) and answer with how many of them were given before it ended.
+  reader of a subscription) and answer with how many of them were given before it ended;
+- :class:`Prefetch`: a query that is coming (the next page of a batch): the driver may run it
+  meanwhile, and answer it from that when it comes (the server and the consumer's callback
+  then work at once: replay runs at the pace of the slower, not of both in turn).
 
 Positions live here, in memory, per topic: within a hub's lifetime each event is delivered
 once whatever happens to either session (a read that failed is read again from the same
@@ -80,7 +83,14 @@ class Deliver(NamedTuple):
     events: list[Event]
 
 
-Step = Wait | Query | Deliver
+class Prefetch(NamedTuple):
+    """A query that will be asked for next: the driver may start it now (answer: None), so
+    that the server reads the next page while the consumer handles this one."""
+
+    query: Query
+
+
+Step = Wait | Query | Deliver | Prefetch
 
 
 @dataclass
@@ -254,13 +264,16 @@ class DurableCursor:
         self._succeeded()
         events, positions = self._page_of(channel, rows)
         given = len(events)
+        last = str(rows[-1][0])
+        if "/" in last:  # in the middle of a batch: the next page is wanted at once
+            yield Prefetch(Query(READ_SQL, (channel, last, self._page)))
         if events:
             given = yield Deliver(events)
         if channel not in self._topics:
             return  # unsubscribed meanwhile
         if given == len(events):
-            topic.position = str(rows[-1][0])
-            if "/" in topic.position:
+            topic.position = last
+            if "/" in last:
                 self._wake(channel)  # in the middle of a batch: more to read now
         elif given:
             topic.position = positions[given - 1]

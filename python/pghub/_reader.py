@@ -16,13 +16,14 @@ much it gave.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import psycopg
 
-from ._durable import Deliver, Query, Row, Step, Taken, Wait
+from ._durable import Deliver, Prefetch, Query, Row, Step, Taken, Wait
 from ._mailbox import Mailbox
 from ._options import Overflow
 from ._session import session_conninfo
@@ -58,6 +59,7 @@ class WakeMailbox(Mailbox):
 
 
 _SETUP = "SET default_transaction_isolation TO 'read committed'"
+_AHEAD = 64  # prefetched pages not yet claimed, at most (per reader)
 
 
 def _settings(conninfo: str, name: str, liveness_timeout: float, connect_timeout: float) -> str:
@@ -79,8 +81,29 @@ class SyncReader:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
+        self._ahead: dict[Query, concurrent.futures.Future[list[Row]]] = {}
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ahead_lock = threading.Lock()
+
+    def prefetch(self, query: Query) -> None:
+        """Start ``query`` on a worker thread; :meth:`query` takes its result."""
+        with self._ahead_lock:
+            if self._closed or query in self._ahead:
+                return
+            if self._worker is None:
+                self._worker = concurrent.futures.ThreadPoolExecutor(1, "pghub-reader")
+            while len(self._ahead) >= _AHEAD:  # unclaimed (a consumer closed): oldest out
+                self._ahead.pop(next(iter(self._ahead)))
+            self._ahead[query] = self._worker.submit(self._run, query.sql, query.params)
 
     def query(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        with self._ahead_lock:
+            ahead = self._ahead.pop(Query(sql, params), None)
+        if ahead is not None:
+            return ahead.result()
+        return self._run(sql, params)
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         with self._lock:
             if self._closed:
                 raise psycopg.OperationalError("the hub's reader is closed (the hub stopped)")
@@ -96,8 +119,12 @@ class SyncReader:
                 raise
 
     def close(self) -> None:
-        with self._lock:
+        with self._ahead_lock:
             self._closed = True
+            self._ahead.clear()
+            if self._worker is not None:
+                self._worker.shutdown(wait=False)
+        with self._lock:
             if self._conn is not None:
                 self._conn.close()
 
@@ -111,13 +138,19 @@ class AsyncReader:
         self._closed = False
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        return await self._loop_reader().query(sql, params)
+
+    def prefetch(self, query: Query) -> None:
+        self._loop_reader().prefetch(query)
+
+    def _loop_reader(self) -> _LoopReader:
         if self._closed:
             raise psycopg.OperationalError("the hub's reader is closed (the hub stopped)")
         loop = asyncio.get_running_loop()
         reader = self._by_loop.get(loop)
         if reader is None:
             reader = self._by_loop[loop] = _LoopReader(self._conninfo)
-        return await reader.query(sql, params)
+        return reader
 
     async def close(self) -> None:
         self._closed = True
@@ -132,8 +165,24 @@ class _LoopReader:
         self._conninfo = conninfo
         self._lock = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._ahead: dict[Query, asyncio.Task[list[Row]]] = {}
+
+    def prefetch(self, query: Query) -> None:
+        if query in self._ahead:
+            return
+        while len(self._ahead) >= _AHEAD:
+            self._ahead.pop(next(iter(self._ahead))).cancel()
+        self._ahead[query] = asyncio.get_running_loop().create_task(
+            self._run(query.sql, query.params)
+        )
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        ahead = self._ahead.pop(Query(sql, params), None)
+        if ahead is not None:
+            return await ahead
+        return await self._run(sql, params)
+
+    async def _run(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         async with self._lock:
             conn = self._conn
             if conn is None or conn.closed:
@@ -150,6 +199,9 @@ class _LoopReader:
                 raise
 
     async def close(self) -> None:
+        for task in self._ahead.values():
+            task.cancel()
+        self._ahead.clear()
         async with self._lock:
             if self._conn is not None:
                 await self._conn.close()
@@ -209,6 +261,9 @@ class SyncSteps(_Stepper):
                 return self._delivery(step)
             if isinstance(step, Wait):
                 self._carried_out(wait(step.timeout), None)
+            elif isinstance(step, Prefetch):
+                self._reader.prefetch(step.query)
+                self._carried_out(None, None)
             else:
                 self._query(step)
         return None
@@ -245,6 +300,9 @@ class AsyncSteps(_Stepper):
                 return self._delivery(step)
             if isinstance(step, Wait):
                 self._carried_out(await wait(step.timeout), None)
+            elif isinstance(step, Prefetch):
+                self._reader.prefetch(step.query)
+                self._carried_out(None, None)
             else:
                 await self._query(step)
         return None
