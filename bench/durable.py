@@ -10,6 +10,7 @@ from this tree's sql/ (and, for ``plain-cost``, from a baseline git revision sid
     python bench/durable.py prune --events 1000000 10000000
     python bench/durable.py replay --events 1000000
     python bench/durable.py latency --wake commit      # commit to read, 1,000 events/s
+    python bench/durable.py hub-send             # the hub's sends, with pghub and without
 
 The machine is shared and noisy: every figure that compares is taken side by side, in rounds
 that alternate the variants, and reported as the median of the per-round ratios.
@@ -253,6 +254,76 @@ def plain_cost(admin_dsn: str, rounds: int, n: int, baseline: str) -> None:
             print(f"| {name} | {min(old):.2f} | {min(new):.2f} | {ratio:.3f} |", flush=True)
 
 
+# ==== hub-send: the Python hub's send path, with pghub (notify_encoded) and without ====
+
+
+def _burst(hub: Any, topic: str, n: int) -> float:
+    """Events a second: ``n`` notify() calls as fast as they go, until the last is confirmed."""
+    started = time.perf_counter()
+    futures = [hub.notify(topic, [i], {"op": "ins", "seq": i}) for i in range(n)]
+    assert all(f.result(60) for f in futures[-1:]), "not confirmed"
+    return n / (time.perf_counter() - started)
+
+
+def _one_by_one(hub: Any, topic: str, n: int) -> float:
+    """Notifies a second, each awaited before the next (a batch of one, a round trip each)."""
+    started = time.perf_counter()
+    for i in range(n):
+        assert hub.notify(topic, [i], {"op": "ins", "seq": i}).result(60)
+    return n / (time.perf_counter() - started)
+
+
+def hub_send(admin_dsn: str, rounds: int, burst: int, single: int) -> None:
+    """The hub's send rate on a plain topic: a database without pghub (the hub sends with
+    pg_notify, as before pghub.notify_encoded) against one with it (every batch through
+    notify_encoded, which looks up each event's topic); a durable topic for reference."""
+    from pghub import Hub
+
+    pid = os.getpid()
+    plain_name = f"pghub_bench_nopghub_{pid}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(plain_name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(plain_name)))
+    without = psycopg.conninfo.make_conninfo(admin_dsn, dbname=plain_name)
+    try:
+        with database(admin_dsn, f"pghub_bench_withpghub_{pid}") as with_pghub:
+            with psycopg.connect(with_pghub, autocommit=True) as conn:
+                conn.execute("SELECT pghub.make_durable('kept')")
+            options: dict[str, Any] = {"tick_interval": None, "prune_interval": None}
+            with Hub(without, **options) as old, Hub(with_pghub, **options) as new:
+                variants = {
+                    "plain topic, no pghub (pg_notify)": (old, "orders"),
+                    "plain topic, pghub (notify_encoded)": (new, "orders"),
+                    "durable topic, commit mode": (new, "kept"),
+                }
+                for name, work, n in (
+                    ("burst", _burst, burst),
+                    ("one by one", _one_by_one, single),
+                ):
+                    rates: dict[str, list[float]] = {v: [] for v in variants}
+                    for round_number in range(rounds):
+                        order = list(variants)
+                        if round_number % 2:
+                            order.reverse()
+                        for variant in order:
+                            hub, topic = variants[variant]
+                            rates[variant].append(work(hub, topic, n))
+                    base = rates["plain topic, no pghub (pg_notify)"]
+                    print(f"\n{name}: {n} events a round, {rounds} rounds")
+                    print("| variant | events/s (median) | / no pghub (median of rounds) |")
+                    print("| --- | --- | --- |")
+                    for variant, got in rates.items():
+                        ratio = median([r / b for r, b in zip(got, base, strict=True)])
+                        print(f"| {variant} | {median(got):.0f} | {ratio:.2f}x |", flush=True)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(plain_name)
+                )
+            )
+
+
 # ==== storage, prune and replay ====
 
 
@@ -453,6 +524,10 @@ def main() -> None:
     lt.add_argument("--rate", type=int, default=1000)
     lt.add_argument("--seconds", type=int, default=10)
     lt.add_argument("--tick-ms", type=float, default=10.0)
+    h = sub.add_parser("hub-send")
+    h.add_argument("--rounds", type=int, default=5)
+    h.add_argument("--burst", type=int, default=50_000)
+    h.add_argument("--single", type=int, default=2_000)
     y = sub.add_parser("replay")
     y.add_argument("--events", type=int, default=1_000_000)
     y.add_argument("--page", type=int, default=10_000)
@@ -465,6 +540,8 @@ def main() -> None:
         storage(args.dsn, args.events)
     elif args.what == "prune":
         prune(args.dsn, args.events)
+    elif args.what == "hub-send":
+        hub_send(args.dsn, args.rounds, args.burst, args.single)
     elif args.what == "latency":
         latency(args.dsn, args.wake, args.rate, args.seconds, args.tick_ms)
     else:

@@ -47,11 +47,22 @@ def take_batch(queue: deque[Outgoing], max_items: int, max_chars: int) -> list[O
 
 NOTIFY_ONE = b"SELECT pg_notify($1, $2)"
 NOTIFY_MANY = b"SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n (c, p)"
-# On a database with pghub: the same events through pghub.notify_encoded, which decides per
-# event, in the sending transaction, whether the topic is durable (journal it, of any size) or
-# not (pg_notify, as above). Schema-qualified, exact argument types.
-JOURNAL_ONE = b"SELECT pghub.notify_encoded(ARRAY[$1::text], ARRAY[$2::text])"
-JOURNAL_MANY = b"SELECT pghub.notify_encoded($1::text[], $2::text[])"
+# On a database with pghub: the same events, each decided in the sending statement as SQL
+# pghub.notify decides (the topic is durable when its view pghub.<channel> exists): one that
+# is not durable and fits goes to pg_notify as above; any other to pghub.notify_encoded, which
+# journals it (of any size) or refuses it (over 7999 bytes on a plain topic). The plain case
+# is written out here rather than left to notify_encoded: a PL/pgSQL call a statement cost a
+# lone notify about 160 microseconds more (bench/durable.py hub-send). Every name qualified
+# (the session's search_path may hold anything), exact argument types.
+_DECIDE = (
+    b"CASE WHEN pg_catalog.to_regclass('pghub.\"'::pg_catalog.text OPERATOR(pg_catalog.||) c"
+    b" OPERATOR(pg_catalog.||) '\"'::pg_catalog.text) IS NULL"
+    b" AND pg_catalog.octet_length(p) OPERATOR(pg_catalog.<=) 7999"
+    b" THEN pg_catalog.pg_notify(c, p)"
+    b" ELSE pghub.notify_encoded(ARRAY[c], ARRAY[p]) END"
+)
+JOURNAL_ONE = b"SELECT " + _DECIDE + b" FROM (SELECT $1::text, $2::text) AS n (c, p)"
+JOURNAL_MANY = b"SELECT " + _DECIDE + b" FROM unnest($1::text[], $2::text[]) AS n (c, p)"
 #: Whether the server has pghub.notify_encoded (asked once a session, when it connects).
 HAS_JOURNAL = (
     b"SELECT pg_catalog.to_regprocedure('pghub.notify_encoded(text[],text[])') IS NOT NULL"

@@ -7,7 +7,8 @@ to send, for a result) is the engine's, with the engine's deadline. This works a
 Connecting includes one question: whether the database has pghub (``pghub.notify_encoded``).
 Where it has, the notifies the core hands over go out through it, so that events on durable
 topics are journaled in the sending transaction (``_outbox.for_server``); where it has not,
-they go out with ``pg_notify`` as ever.
+they go out with ``pg_notify`` as ever. The notify statements are then prepared, once a
+session: parsing and planning them again for every batch cost more than running them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq.abc import PGresult
 
-from ._outbox import HAS_JOURNAL, JOURNAL_MANY, JOURNAL_ONE, for_server
+from ._outbox import HAS_JOURNAL, JOURNAL_MANY, JOURNAL_ONE, NOTIFY_MANY, NOTIFY_ONE, for_server
 
 _OK = pq.ConnStatus.OK
 _FAILED = pq.PollingStatus.FAILED
@@ -29,6 +31,10 @@ _MESSAGE = pq.DiagnosticField.MESSAGE_PRIMARY
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 # pghub went away under a connected session (DROP EXTENSION): undefined function or schema.
 _PGHUB_GONE = {b"42883", b"3F000"}
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+# The statements prepared at connect, by name (the pghub ones only where pghub is).
+_PLAIN_STATEMENTS = {NOTIFY_ONE: b"pghub_notify_one", NOTIFY_MANY: b"pghub_notify_many"}
+_PGHUB_STATEMENTS = {JOURNAL_ONE: b"pghub_journal_one", JOURNAL_MANY: b"pghub_journal_many"}
 
 
 class SessionLost(Exception):
@@ -72,7 +78,10 @@ class Session:
         self._results: list[CommandError | None] = []
         #: The database has pghub: notifies go through pghub.notify_encoded (asked at connect).
         self.has_pghub = False
-        self._asking: str | None = None  # "write", then "read", while the question is out
+        self._asking: str | None = None  # "write", then "read", while a setup step is out
+        self._steps: list[tuple[bytes, bytes | None]] = []  # (query, name to prepare it as)
+        self._step: tuple[bytes, bytes | None] | None = None  # the one out
+        self._prepared: dict[bytes, bytes] = {}  # query -> its prepared statement's name
         self._through_pghub = False  # the command in flight is a notify through pghub
 
     def fileno(self) -> int:
@@ -103,49 +112,76 @@ class Session:
             if self.pgconn.status != _OK:
                 raise SessionLost(self._error_text())
             self.pgconn.nonblocking = 1
-            # Connected: ask whether pghub is there before the session is handed over (within
-            # the same connect_timeout). A server that refuses the question has no pghub to use.
-            try:
-                self.pgconn.send_query(HAS_JOURNAL)
-            except Exception as exc:
-                raise SessionLost(str(exc) or self._error_text()) from exc
-            self._asking = "write"
+            # Connected: ask whether pghub is there and prepare the statements before the
+            # session is handed over (within the same connect_timeout). A server that refuses
+            # the question has no pghub to use; a statement that cannot be prepared is sent
+            # unprepared.
+            self._steps = [(HAS_JOURNAL, None), *((q, n) for q, n in _PLAIN_STATEMENTS.items())]
             return self._ask()
         if status == _FAILED:
             raise SessionLost(self._error_text())
         return "read" if status == _READING else "write"
 
     def _ask(self) -> str | None:
-        """Advance the question asked at connect: 'read' or 'write' to wait for, None once
-        answered (``has_pghub`` set)."""
+        """Advance the setup steps (the question, the prepares): 'read' or 'write' to wait
+        for, None once all are done."""
         pgconn = self.pgconn
         try:
-            if self._asking == "write":
-                if pgconn.flush() != 0:
-                    return "write"
-                self._asking = "read"
-            pgconn.consume_input()
-            while not pgconn.is_busy():
-                result = pgconn.get_result()
-                if result is None:
-                    self._asking = None
-                    return None
-                if result.status == _TUPLES_OK and result.ntuples == 1:
-                    self.has_pghub = result.get_value(0, 0) == b"t"
+            while True:
+                if self._step is None:
+                    if not self._steps:
+                        return None
+                    self._step = query, name = self._steps.pop(0)
+                    if name is None:
+                        pgconn.send_query(query)
+                    else:
+                        pgconn.send_prepare(name, query)
+                    self._asking = "write"
+                if self._asking == "write":
+                    if pgconn.flush() != 0:
+                        return "write"
+                    self._asking = "read"
+                pgconn.consume_input()
+                while not pgconn.is_busy():
+                    result = pgconn.get_result()
+                    if result is None:
+                        self._asking = None
+                        self._step = None
+                        break
+                    self._took(result)
+                else:
+                    return "read"
+        except SessionLost:
+            raise
         except Exception as exc:
             raise SessionLost(str(exc) or self._error_text()) from exc
-        if pgconn.status != _OK:
-            raise SessionLost(self._error_text())
-        return "read"
+        finally:
+            if pgconn.status != _OK:
+                raise SessionLost(self._error_text())
+
+    def _took(self, result: PGresult) -> None:
+        """The result of a setup step."""
+        assert self._step is not None
+        query, name = self._step
+        if name is None:  # the question
+            if result.status == _TUPLES_OK and result.ntuples == 1:
+                self.has_pghub = result.get_value(0, 0) == b"t"
+            if self.has_pghub:
+                self._steps.extend(_PGHUB_STATEMENTS.items())
+        elif result.status == _COMMAND_OK:
+            self._prepared[query] = name
 
     def send(self, query: bytes, params: list[bytes | None] | None = None) -> None:
         """Start one command (it may hold several statements when it has no parameters).
         The notify statements of ``_outbox`` go through pghub where the database has it."""
         query = for_server(query, self.has_pghub)
         self._through_pghub = query is JOURNAL_ONE or query is JOURNAL_MANY
+        prepared = self._prepared.get(query)
         try:
             if params is None:
                 self.pgconn.send_query(query)
+            elif prepared is not None:
+                self.pgconn.send_query_prepared(prepared, params)
             else:
                 self.pgconn.send_query_params(query, params)
         except Exception as exc:
