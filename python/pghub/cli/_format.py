@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -22,28 +23,36 @@ _TIGHT = (",", ":")
 
 
 def json_line(event: Event) -> str:
-    """``{"topic":..,"key":[..],"value":..}``: one event as one line of JSON.
+    """``{"topic":..,"key":[..],"value":..}``: one event as one line of JSON, and its
+    ``"position"`` last when it has one (a durable consumer's).
 
     The value is written as pghub writes it on the wire (canonical JSON), so that numbers
     PostgreSQL sent as exact numerics stay exact.
     """
+    position = event.position
+    tail = "" if position is None else f',"position":{json.dumps(position)}'
     return (
         f'{{"topic":{json.dumps(event.topic)},'
         f'"key":{json.dumps(list(event.key), separators=_TIGHT)},'
-        f'"value":{value_text(event.value)}}}'
+        f'"value":{value_text(event.value)}{tail}}}'
     )
 
 
 def pretty_line(event: Event, *, colour: bool) -> str:
-    """``12:00:01.234  orders  [1, 2]  {"op":"ins"}`` for a person."""
+    """``12:00:01.234  orders  [1, 2]  {"op":"ins"}`` for a person; a durable consumer's
+    event ends with ``  @ POSITION``."""
     now = time.time()
     stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
     key = "[" + ", ".join(str(part) for part in event.key) + "]"
     value = value_text(event.value)
+    position = event.position
     if not colour:
-        return f"{stamp}  {event.topic}  {key}  {value}"
+        tail = "" if position is None else f"  @ {position}"
+        return f"{stamp}  {event.topic}  {key}  {value}{tail}"
+    tail = "" if position is None else f"  {_DIM}@ {position}{_RESET}"
     return (
-        f"{_DIM}{stamp}{_RESET}  {_BOLD_CYAN}{event.topic}{_RESET}  {_YELLOW}{key}{_RESET}  {value}"
+        f"{_DIM}{stamp}{_RESET}  {_BOLD_CYAN}{event.topic}{_RESET}  {_YELLOW}{key}{_RESET}  "
+        f"{value}{tail}"
     )
 
 
@@ -111,7 +120,25 @@ def advisory_text(advisory: Advisory) -> str:
         text += f" {advisory.topic}"
     if advisory.action is Action.OVERFLOW:
         text += f": {advisory.lost} events lost"
+    if advisory.action is Action.GAP:
+        text += ": " + gap_text(advisory.gap or {})
     return text
+
+
+def gap_text(gap: Mapping[str, Any]) -> str:
+    """What retention removed before a durable consumer read it, as ``pghub.read`` says:
+    ``up to 120 events removed by retention before they were read (ids 1 to 120, ...)``."""
+    events = gap.get("events")
+    head = f"up to {events} events" if events is not None else "events"
+    known = []
+    if gap.get("first_id") is not None:
+        known.append(f"ids {gap['first_id']} to {gap.get('last_id')}")
+    if gap.get("oldest_at") is not None:
+        known.append(f"written {gap['oldest_at']} to {gap.get('newest_at')}")
+    if gap.get("removed_at") is not None:
+        known.append(f"removed at {gap['removed_at']}")
+    detail = f" ({', '.join(known)})" if known else ""
+    return f"{head} removed by retention before they were read{detail}"
 
 
 def verdict_line(verdict: str, name: str, detail: str, *, colour: bool) -> str:

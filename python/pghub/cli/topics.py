@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def read_topics(conn: BoundedConnection, timeout: float) -> list[Topic]:
     """Every durable topic with its named consumers, read in one snapshot."""
     try:
-        _require_durable(conn)
+        require_durable(conn)
         # The counts take a while at millions of events: a bound of their own.
         conn.answer_within = timeout + 1.0
         conn.execute(
@@ -115,17 +115,18 @@ def read_topics(conn: BoundedConnection, timeout: float) -> list[Topic]:
     return list(topics.values())
 
 
-def _require_durable(conn: BoundedConnection) -> None:
-    """A usage error that names the fix when pghub is missing or predates durable topics."""
+def require_durable(conn: BoundedConnection, needed: tuple[str, ...] = _NEEDED) -> None:
+    """An error (exit 4) that names the fix when pghub is missing or predates durable topics:
+    one of the ``needed`` functions (signatures) is not there."""
     if installed_version(conn) is None:
         raise CliError(
             "pghub is not installed in this database (pghub install)", Exit.NOT_INSTALLED
         )
     row = conn.execute(
-        "SELECT " + ", ".join("to_regprocedure(%s) IS NOT NULL" for _ in _NEEDED), _NEEDED
+        "SELECT " + ", ".join("to_regprocedure(%s) IS NOT NULL" for _ in needed), needed
     ).fetchone()
     assert row is not None  # a SELECT without FROM returns one row
-    missing = [name for name, found in zip(_NEEDED, row, strict=True) if not found]
+    missing = [name for name, found in zip(needed, row, strict=True) if not found]
     if missing:
         raise _too_old(f"{' and '.join(missing)} not found")
 
