@@ -25,7 +25,7 @@ from .errors import (
     PghubError,
     SendQueueFull,
 )
-from .events import Action, Advisory, Event
+from .events import Action, Advisory, DurableEvent, Event
 from .hub import Hub, SyncSubscription
 from .stats import HubStats, Stats
 from .wire import MAX_PAYLOAD_BYTES, channel, decode_event, decode_payload, encode_payload
@@ -45,6 +45,7 @@ __all__ = [
     "ConnectFailed",
     "Consumer",
     "ConsumerClosed",
+    "DurableEvent",
     "Event",
     "Hub",
     "HubForked",
