@@ -366,3 +366,45 @@ def test_a_durable_subscription_reads_and_acknowledges_what_it_read(
     write(orders, 4)
     with hub.subscription("orders", durable="reader", timeout=WAIT) as sub:
         assert keys_of([next(sub)]) == [4]
+
+
+def test_closing_in_the_middle_of_a_page_acknowledges_what_was_given(
+    dsn: str, orders: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    write(orders, 1, 2, 3)  # one transaction: one page
+    hub = hubs.started(dsn)
+    consumer: list[pghub.Consumer] = []
+
+    def then(event: Event) -> None:
+        if event.key == (2,):
+            consumer[0].close()
+
+    rec = Recorder(then=then)
+    consumer.append(hub.consumer(rec, "orders", durable="mailer", since="earliest"))
+    rec.wait_final(WAIT)
+    assert keys_of(rec.events()) == [1, 2]
+    given = rec.events()[-1].position
+    wait_until(lambda: acked(orders, "mailer") == given, WAIT, "acknowledged up to event 2")
+    again = Recorder()
+    started(hub, again, "orders", durable="mailer")
+    assert keys_of(again.wait_events(1, WAIT)) == [3]
+
+
+def test_a_burst_of_wake_ups_never_overflows_a_slow_durable_consumer(
+    dsn: str, orders: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    """Its mailbox keeps only which topics were woken: 3,000 notifications for a consumer that
+    takes a millisecond an event, with a queue of 10, lose nothing and pause nobody."""
+    hub = hubs.started(dsn, queue_size=10)
+    rec = Recorder(then=lambda event: time.sleep(0.001))
+    started(hub, rec, "orders", durable="mailer")
+    orders.execute(
+        "SELECT pghub.notify('orders', ARRAY[i]::bigint[], NULL) FROM generate_series(1, 3000) i"
+    )
+    for key in range(3001, 3101):
+        write(orders, key)
+    events = rec.wait_events(3100, 60)
+    assert keys_of(events) == list(range(1, 3101))
+    assert rec.count(Action.OVERFLOW) == 0
+    stats = hub.stats()
+    assert stats.overflow_drops == 0
