@@ -3,7 +3,7 @@
 -- savepoints. What takes several sessions (snapshots, commit order, prune, GAP, LISTEN) is in
 -- tests/python/test_durable.py.
 BEGIN;
-SELECT plan(52);
+SELECT plan(59);
 
 -- ==== Declarations ====
 CREATE TEMPORARY TABLE durable_api (signature regprocedure);
@@ -22,6 +22,9 @@ INSERT INTO durable_api VALUES
 ('pghub._position(text)'),
 ('pghub._snapshot_now()'),
 ('pghub._journal(text, bigint[], jsonb, jsonb)'),
+('pghub.notify_encoded(text[], text[])'),
+('pghub._journal_encoded(text, text)'),
+('pghub._refuse_payload(text)'),
 ('pghub._sync_marker(text)'),
 ('pghub._durable_topic(text)'),
 ('pghub._consumer_name(text)'),
@@ -159,6 +162,43 @@ SELECT is(
     ),
     pghub.encode('{-9223372036854775808,0}', '{"é": [1.50, null, "\u0001"], "$": {}}'),
     'the journal holds what encode writes'
+);
+
+-- ==== notify_encoded: payloads encoded by the client (the Python hub, sql_notify) ====
+SELECT pghub.make_durable('encoded');
+SELECT lives_ok(
+    $$SELECT pghub.notify_encoded(ARRAY['Encoded', 'encoded', 'plain'],
+        ARRAY['e1:{"b": 1, "a": "$"}', 'e2:"' || repeat('z', 9000) || '"', 'e3'])$$,
+    'notify_encoded sends to durable and plain topics in one call'
+);
+SELECT is(
+    (SELECT array_agg(e.payload ORDER BY e.id) FROM pghub.encoded AS e),
+    ARRAY['e1:{"a":"\u0024","b":1}', 'e2:"' || repeat('z', 9000) || '"'],
+    'it journals what encode writes for the payload''s event, of any size'
+);
+SELECT is(
+    (
+        SELECT array_agg(j.announce::text ORDER BY j.id) FROM pghub.journal$all AS j
+        INNER JOIN pghub.durable$topic AS d ON j.topic = d.id
+        WHERE d.channel = 'encoded'
+    ),
+    ARRAY['n', 'w'], 'NOTIFYed at commit if it fits, else a wake-up'
+);
+SELECT throws_ok(
+    $$SELECT pghub.notify_encoded(ARRAY['encoded'], ARRAY['e01'])$$, '22P02', NULL,
+    'a payload decode refuses is refused on a durable topic'
+);
+SELECT throws_ok(
+    $$SELECT pghub.notify_encoded(ARRAY['plain'], ARRAY['e' || repeat('1', 8000)])$$, '54000',
+    NULL, 'over 7999 bytes on a plain topic: refused'
+);
+SELECT throws_ok(
+    $$SELECT pghub.notify_encoded(ARRAY['plain'], ARRAY[NULL])$$, '22004', NULL,
+    'a NULL payload is refused'
+);
+SELECT throws_ok(
+    $$SELECT pghub.notify_encoded(ARRAY['plain', 'plain'], ARRAY['e1'])$$, '22023', NULL,
+    'arrays of different lengths are refused'
 );
 
 -- ==== The triggers ====

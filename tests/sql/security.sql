@@ -136,6 +136,7 @@ BEGIN
             ('current_setting', '{text,boolean}', 'text'),
             ('jsonb_build_object', '{text,text,text,text,text,bigint}', 'jsonb'),
             ('to_regclass', '{text}', 'regclass'),
+            ('cardinality', '{anyarray}', 'integer'),
             ('pg_visible_in_snapshot', '{xid8,pg_snapshot}', 'boolean'),
             ('pg_snapshot_xmin', '{pg_snapshot}', 'xid8'),
             ('pg_snapshot_xmax', '{pg_snapshot}', 'xid8'),
@@ -252,6 +253,7 @@ SELECT
     pghub.current_position() AS now_position;
 SELECT pghub.notify('Kept', '{1}', '{"a": 1}');
 SELECT pghub.notify('Ticked', '{2}', '{"b": 2}');
+SELECT pghub.notify_encoded(ARRAY['Kept', 'Plain'], ARRAY['e4:{"c": "$"}', 'e5']);
 INSERT INTO evil_tap.notes VALUES (3, repeat('x', 9000));
 CREATE TEMPORARY TABLE durable_calls AS
 SELECT
@@ -309,7 +311,8 @@ SELECT is(
         SELECT array_agg(j.payload ORDER BY j.payload) FROM pg_temp.journaled AS j
         WHERE j.stand_in IS NULL
     ),
-    ARRAY['e1:{"a":1}'], 'notify journals a durable topic''s event'
+    ARRAY['e1:{"a":1}', 'e4:{"c":"\u0024"}'],
+    'notify and notify_encoded journal a durable topic''s events'
 );
 SELECT is(
     (
