@@ -105,6 +105,7 @@ class Taken:
 class _Topic:
     position: str | None = None  # None: not started (its start waits for its SUBSCRIBE)
     acked: str | None = None  # what the server holds for a named consumer
+    owed: bool = False  # events (or a GAP) were handled since the last acknowledgement
 
 
 class DurableCursor:
@@ -280,6 +281,8 @@ class DurableCursor:
                 if event.position is not None:
                     topic.position = event.position
                     break
+        if len(rows) > 1 or rows[0][1] is not None or rows[0][2] is not None:
+            topic.owed = True  # not for a read with nothing new: that would be a write a poll
         yield from self._ack(channel, topic)
 
     def _start(self, channel: str) -> Generator[Step, Any, str]:
@@ -293,7 +296,7 @@ class DurableCursor:
         return since
 
     def _ack(self, channel: str, topic: _Topic) -> Generator[Step, Any, None]:
-        if self.name is None or topic.position == topic.acked or topic.position is None:
+        if self.name is None or not topic.owed or topic.position == topic.acked:
             return
         try:
             yield Query(ACK_SQL, (self.name, channel, topic.position))
@@ -301,6 +304,7 @@ class DurableCursor:
             self._failed(channel, "acknowledgement", exc)
             return
         topic.acked = topic.position
+        topic.owed = False
 
     def _succeeded(self) -> None:
         self._retry_at = None
