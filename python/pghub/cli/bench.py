@@ -36,7 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=[*SCENARIOS, "memory"],
         help="run only this scenario (repeatable); 'memory' runs only when named",
     )
-    parser.add_argument("--quick", action="store_true", help="small workloads, one run (< 60 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small workloads, one run (about a minute)"
+    )
     parser.add_argument("--runs", type=int, help="runs of each scenario (default 3, quick 1)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     parser.add_argument(

@@ -42,7 +42,7 @@ class Workload:
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
-    """The scenarios, sized for a full run or for ``--quick`` (well under 60 seconds)."""
+    """The scenarios, sized for a full run or for ``--quick`` (about a minute with the peers)."""
     if quick:
         return {
             "single": Workload("single", 5_000),
