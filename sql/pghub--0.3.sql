@@ -1412,10 +1412,12 @@ COMMENT ON FUNCTION pghub.notify(text, bigint[], jsonb) IS
 '(2202E), a payload over 7999 bytes on a plain topic (54000).';
 
 -- An encoded payload for a plain topic that pg_notify must not get: NULL (22004), or over the
--- 7999 bytes a notification holds (54000, worded as pghub.encode words it).
+-- 7999 bytes a notification holds (54000, worded as pghub.encode words it). IMMUTABLE like
+-- _topic_fault: it is only ever given a column of unnest(), never a constant the planner could
+-- fold (and so raise on) whatever the CASE decides.
 CREATE OR REPLACE FUNCTION pghub._refuse_payload(payload text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -43,7 +43,10 @@ EXERCISED = {
     "make_durable": "called by the installing role; refused to a plain role",
     "make_transient": "called by the installing role; refused to a plain role",
     "_sync_marker": "through make_durable and make_transient",
-    "_journal": "through notify and row_trigger on a durable topic",
+    "_journal": "through notify, notify_encoded and row_trigger on a durable topic",
+    "notify_encoded": "called on a durable and a plain topic; refused over 7999 bytes (plain)",
+    "_journal_encoded": "through notify_encoded on a durable topic",
+    "_refuse_payload": "through notify_encoded over 7999 bytes on a plain topic",
     "_snapshot_now": "through current_position and read",
     "_position": "through read, consumer_position and ack",
     "_durable_topic": "through read, consumer_position and ack",
@@ -246,8 +249,13 @@ def exercise_durable(dsn: str, owner: str, user: str) -> None:
         conn.execute("CREATE TABLE user_space.big (id bigint PRIMARY KEY, body text)")
         conn.execute("SELECT pghub.publish_table('user_space.big', 'Kept', 'row', NULL, true)")
         conn.execute("INSERT INTO user_space.big VALUES (3, repeat('x', 9000))")
+        conn.execute("SELECT pghub.notify_encoded(ARRAY['kept', 'plain'], ARRAY['e4', 'e5'])")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute(
+                "SELECT pghub.notify_encoded(ARRAY['plain'], ARRAY['e' || repeat('1', 8000)])"
+            )
         rows = conn.execute("SELECT pos, payload FROM pghub.read('kept', %s)", start).fetchall()
-        assert [decoded(conn, payload)[0] for _, payload in rows] == [[1], [3]]
+        assert [decoded(conn, payload)[0] for _, payload in rows] == [[1], [3], [4]]
         assert decoded(conn, rows[1][1])[1]["data"]["body"] == "x" * 9000
         first = conn.execute("SELECT pghub.consumer_position('u', 'kept', 'earliest')").fetchone()
         assert first == ("earliest",)
@@ -255,9 +263,9 @@ def exercise_durable(dsn: str, owner: str, user: str) -> None:
         assert conn.execute("SELECT * FROM pghub.tick()").fetchone() == (1, False)
         assert conn.execute("SELECT rotated FROM pghub.prune()").fetchone() is not None
         topics = conn.execute("SELECT topic, events FROM pghub.durable_topics()").fetchall()
-        assert topics == [("kept", 2), ("ticked", 1)]
+        assert topics == [("kept", 3), ("ticked", 1)]
         lags = conn.execute("SELECT consumer, lag FROM pghub.durable_consumers()").fetchall()
-        assert lags == [("o", 2), ("u", 0)]
+        assert lags == [("o", 3), ("u", 0)]
         refused = [
             "SELECT pghub.make_durable('mine')",
             "SELECT pghub.make_transient('kept')",
