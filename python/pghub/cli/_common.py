@@ -36,7 +36,7 @@ class Exit(enum.IntEnum):
     FAILED = 1  # a check failed, an event was not confirmed, the demo did not see what it expected
     USAGE = 2  # bad arguments or input: invalid JSON, a bad key or topic (argparse uses 2 too)
     UNREACHABLE = 3  # no connection: refused, timed out, bad host, no answer, connection lost
-    NOT_INSTALLED = 4  # pghub is not installed in the database (``install --check``)
+    NOT_INSTALLED = 4  # pghub is not installed (``install --check``), or has no durable topics
     NO_PRIVILEGE = 5  # the role may not do it (SQLSTATE 42501 and friends)
     UNAVAILABLE = 6  # the demo has no PostgreSQL to start (no pghub[demo], no initdb)
     INTERRUPTED = 130  # SIGINT or SIGTERM, where that is not the normal way to end

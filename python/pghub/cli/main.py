@@ -37,8 +37,8 @@ their server their own way (see their --help).
 
 EXIT_CODES = """\
 exit codes: 0 ok, 1 failed (a check, a confirmation, the demo), 2 bad arguments or input,
-3 server unreachable, 4 pghub not installed, 5 permission denied, 6 no server for the demo,
-130 interrupted
+3 server unreachable, 4 pghub not installed (or without durable topics), 5 permission denied,
+6 no server for the demo, 130 interrupted
 """
 
 EXAMPLES = """\
