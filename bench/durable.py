@@ -150,7 +150,9 @@ def pgbench(dsn: str, table: str, clients: int, seconds: int) -> float:
     raise RuntimeError(done.stdout + done.stderr)
 
 
-def writers(admin_dsn: str, rounds: int, seconds: int, clients: int, tick_ms: float) -> None:
+def writers(
+    admin_dsn: str, rounds: int, seconds: int, clients: int, tick_ms: float, hub_ticker: bool
+) -> None:
     with database(admin_dsn, f"pghub_bench_writers_{os.getpid()}") as dsn:
         tables: dict[str, str] = {}
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -161,13 +163,19 @@ def writers(admin_dsn: str, rounds: int, seconds: int, clients: int, tick_ms: fl
                     conn.execute(setup.format(t=table))
                 tables[variant] = table
         stop = threading.Event()
-        helpers = [
-            threading.Thread(target=drain_notifications, args=(dsn, stop)),
-            threading.Thread(target=tick_loop, args=(dsn, stop, tick_ms / 1000)),
-        ]
+        helpers = [threading.Thread(target=drain_notifications, args=(dsn, stop))]
+        if not hub_ticker:
+            helpers.append(threading.Thread(target=tick_loop, args=(dsn, stop, tick_ms / 1000)))
         for helper in helpers:
             helper.start()
         results: dict[str, list[float]] = {variant: [] for variant in tables}
+        # The ticker of tick mode: a hub's elected ticker (pghub._ticker), as in production,
+        # or (--bench-ticker) this script's own loop.
+        from pghub import Hub
+
+        ticker = Hub(dsn, tick_interval=tick_ms / 1000) if hub_ticker else None
+        if ticker is not None:
+            ticker.start()
         try:
             for round_number in range(rounds):
                 order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
@@ -180,8 +188,13 @@ def writers(admin_dsn: str, rounds: int, seconds: int, clients: int, tick_ms: fl
             stop.set()
             for helper in helpers:
                 helper.join()
+            if ticker is not None:
+                print(f"the hub's ticker: {ticker._ticker.figures}")
+                ticker.stop()
         base = results["unpublished"]
+        who = "a hub's elected ticker" if hub_ticker else "this script's tick loop"
         print(f"\n{clients} writers, one INSERT a transaction, {rounds} rounds of {seconds} s")
+        print(f"tick mode ticked every {tick_ms:g} ms by {who}")
         print("| table | commits/s (median) | / unpublished (median of rounds) |")
         print("| --- | --- | --- |")
         for variant, tps in results.items():
@@ -449,14 +462,18 @@ def _latency_reader(dsn: str, ready: Any, stop: Any, out: Any) -> None:
 
 
 def _ticker(dsn: str, stop: Any, period: float) -> None:
-    tick_loop(dsn, stop, period)  # type: ignore[arg-type]
+    """A hub whose elected ticker ticks every ``period`` (pghub._ticker), as in production."""
+    from pghub import Hub
+
+    with Hub(dsn, tick_interval=period):
+        stop.wait()
 
 
 def latency(admin_dsn: str, wake: str, rate: int, seconds: int, tick_ms: float) -> None:
     """A writer commits ``rate`` events a second, each carrying its send time; a reader in
     another process LISTENs (the topic's channel and pghub:wake), reads the journal on each
     wake-up and times each event from just before its writer's commit to the read that
-    returned it. In tick mode a third process ticks every ``tick_ms``."""
+    returned it. In tick mode a third process runs a hub, whose ticker ticks every ``tick_ms``."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -511,6 +528,7 @@ def main() -> None:
     w.add_argument("--seconds", type=int, default=15)
     w.add_argument("--clients", type=int, default=8)
     w.add_argument("--tick-ms", type=float, default=10.0)
+    w.add_argument("--bench-ticker", action="store_true", help="tick with a loop, not a hub")
     p = sub.add_parser("plain-cost")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--n", type=int, default=5000)
@@ -533,7 +551,9 @@ def main() -> None:
     y.add_argument("--page", type=int, default=10_000)
     args = parser.parse_args()
     if args.what == "writers":
-        writers(args.dsn, args.rounds, args.seconds, args.clients, args.tick_ms)
+        writers(
+            args.dsn, args.rounds, args.seconds, args.clients, args.tick_ms, not args.bench_ticker
+        )
     elif args.what == "plain-cost":
         plain_cost(args.dsn, args.rounds, args.n, args.baseline)
     elif args.what == "storage":
