@@ -7,8 +7,9 @@ skipped and how to get it:
 - ``node``: ``node`` on PATH, and the ``pg`` npm package (node-postgres) found in
   ``$PGHUB_BENCH_NODE_MODULES`` when it is set, else in ``~/.cache/pghub/node/node_modules``
   (``$XDG_CACHE_HOME`` respected; ``npm install --prefix ~/.cache/pghub/node pg`` puts it
-  there), else wherever node's own lookup finds it (``NODE_PATH``, the working directory's
-  ``node_modules``). An installed wheel's ``pghub bench`` finds it the same way as a clone's.
+  there), else in ``$NODE_PATH``. Node runs in ``/``, so that no working directory's
+  ``node_modules`` is picked instead. An installed wheel's ``pghub bench`` finds it the same
+  way as a clone's.
 
 The node listener is a script run with ``node -e``: a raw ``pg.Client`` that LISTENs and parses
 each payload's JSON in its ``notification`` handler, as a careful user writes it. It speaks
@@ -35,6 +36,7 @@ from .scenarios import Workload
 
 NODE_MODULES_ENV = "PGHUB_BENCH_NODE_MODULES"
 _CHECK_TIMEOUT = 30.0  # seconds for `node` to say whether it has pg (a loaded machine)
+_NODE_CWD = "/"  # node looks in the working directory's node_modules before NODE_PATH
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def node_peer() -> Peer:
             capture_output=True,
             text=True,
             timeout=_CHECK_TIMEOUT,
-            cwd=Path.home() if explicit else None,  # told where: not the working directory's
+            cwd=_NODE_CWD,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         return Peer("node", False, f"node did not run: {error}")
@@ -197,6 +199,7 @@ class NodeListener:
         self._proc = subprocess.Popen(
             [peer.node, "-e", _SCRIPT],
             env=env,
+            cwd=_NODE_CWD,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
