@@ -67,7 +67,7 @@ def _prepare(
     payload = encode_payload(key, value, default=default, limit=None)
     view = f'pghub."{name}"'  # the view of a durable topic ([a-z0-9_]: nothing to escape)
     size = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
-    _log_sql.debug("event on %r (%d bytes), in the caller's session", name, size)
+    _log_sql.debug("pg_notify on %r (%d bytes), in the caller's session", name, size)
     if size > MAX_PAYLOAD_BYTES:
         return name, payload, _DURABLE, (view,)
     return name, payload, _PLAIN, (view, name, payload)
