@@ -85,12 +85,13 @@ class Ticker:
         logger: Log,
         ready: Callable[[], bool],
     ) -> None:
+        # Its own application_name, whatever the hub's conninfo says: the hub's session is the
+        # one that goes by the caller's name.
         self._conninfo = make_conninfo(
             session_conninfo(
-                conninfo,
-                liveness_timeout=options.liveness_timeout,
-                application_name=f"pghub-ticker:{name}",
+                conninfo, liveness_timeout=options.liveness_timeout, application_name=""
             ),
+            application_name=f"pghub-ticker:{name}",
             connect_timeout=max(1, int(options.connect_timeout)),
         )
         self._tick_interval = options.tick_interval

@@ -284,7 +284,10 @@ def test_a_quiet_healthy_session_is_not_replaced(
     dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
 ) -> None:
     # liveness_timeout=1: probes every half second of silence, and they are answered.
-    hub = hubs.started(proxy.dsn(dsn), liveness_timeout=1, **FAST)
+    # No ticker: its connection would be a second one through the proxy.
+    hub = hubs.started(
+        proxy.dsn(dsn), liveness_timeout=1, tick_interval=None, prune_interval=None, **FAST
+    )
     rec = Recorder()
     hub.consumer(rec, "quiet")
     rec.wait_advisory(Action.SUBSCRIBE, "quiet")
