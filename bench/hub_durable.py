@@ -5,7 +5,9 @@
 
 ``replay``: a named consumer is created ("now"), 1,000,000 events are committed while no hub
 runs, then a :class:`pghub.Hub` starts it again and its callback (a counter) is timed from
-``hub.consumer(...)`` to the last event; each page acknowledged as in production.
+``hub.consumer(...)`` to the last event; each page acknowledged as in production. Commit mode
+by default: with ``--wake tick`` the hub's elected ticker announces the backlog to plain
+listeners meanwhile (a NOTIFY an event, which the durable consumer's hub also hears).
 
 ``latency``: a writer commits 1,000 events a second (commit mode), each carrying its send time
 (CLOCK_MONOTONIC, the same in every process); a hub in another process delivers them to a
@@ -51,10 +53,10 @@ class Counter:
                 self.done.set()
 
 
-def replay(admin_dsn: str, events: int, rounds: int) -> None:
+def replay(admin_dsn: str, events: int, rounds: int, wake: str) -> None:
     with sql_bench.database(admin_dsn, f"pghub_bench_hub_replay_{os.getpid()}") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SELECT pghub.make_durable('orders', wake => 'tick')")
+            conn.execute("SELECT pghub.make_durable('orders', wake => %s)", [wake])
             for r in range(rounds):
                 conn.execute("SELECT pghub.consumer_position(%s, 'orders', 'now')", [f"c{r}"])
             started = time.perf_counter()
@@ -162,12 +164,13 @@ def main() -> None:
     r = sub.add_parser("replay")
     r.add_argument("--events", type=int, default=1_000_000)
     r.add_argument("--rounds", type=int, default=2)
+    r.add_argument("--wake", choices=("commit", "tick"), default="commit")
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=1000)
     lat.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
     if args.what == "replay":
-        replay(args.dsn, args.events, args.rounds)
+        replay(args.dsn, args.events, args.rounds, args.wake)
     else:
         latency(args.dsn, args.rate, args.seconds)
 
