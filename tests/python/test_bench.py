@@ -59,7 +59,7 @@ def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
         for figure in ("events_per_s", "cpu_ms_per_10k", "rss_mb"):
             expected = entry["pghub"][figure] / entry["baseline"][figure]
             assert entry["ratio"][figure] == pytest.approx(expected)
-        latency_measured = scenario == "paced"
+        latency_measured = scenario in scenarios.PACED
         for side in scenarios.SIDES:
             assert (entry[side]["p50_ms"] is not None) is latency_measured
             assert (entry[side]["p99_ms"] is not None) is latency_measured
@@ -76,6 +76,10 @@ def test_quick_run_measures_every_scenario(dsn: str, tmp_path: Path) -> None:
         assert 0 < paced[side]["p50_ms"] <= paced[side]["p99_ms"]
         # Paced at 1000 a second: the listener keeps up, whatever the machine.
         assert paced[side]["events_per_s"] < 1500
+    paced10k = result["scenarios"]["paced10k"]
+    for side in scenarios.SIDES:
+        assert 0 < paced10k[side]["p50_ms"] <= paced10k[side]["p99_ms"]
+        assert paced10k[side]["events_per_s"] < 15_000
 
 
 def test_memory_check_reports_growth(dsn: str) -> None:

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SCENARIOS = ("single", "burst", "drain", "drain10", "paced", "fanout", "large")
+SCENARIOS = ("single", "burst", "drain", "drain10", "paced", "paced10k", "fanout", "large")
+PACED = ("paced", "paced10k")  # the latency scenarios: 1,000 and 10,000 events a second
 SIDES = ("baseline", "pghub")  # every scenario runs on both
 # Listeners a user would pick instead of pghub (issue 11), measured where the listener alone
 # sets the pace: asyncpg's add_listener, node-postgres. Each is optional (peers.py).
@@ -50,6 +51,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
             "drain": Workload("drain", 20_000, batch=BURST, paused=True),
             "drain10": Workload("drain10", 20_000, batch=BURST, paused=True, topics=TOPICS),
             "paced": Workload("paced", 1_500, rate=1000.0, latencies=True),
+            "paced10k": Workload("paced10k", 5_000, rate=10_000.0, latencies=True),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
             "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
         }
@@ -59,6 +61,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
         "drain": Workload("drain", 100_000, batch=BURST, paused=True),
         "drain10": Workload("drain10", 100_000, batch=BURST, paused=True, topics=TOPICS),
         "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
+        "paced10k": Workload("paced10k", 50_000, rate=10_000.0, latencies=True),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
         "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
     }
