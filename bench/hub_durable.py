@@ -104,7 +104,7 @@ def raw_replay(dsn: str, events: int) -> float:
     return got / elapsed
 
 
-def _latency_consumer(dsn: str, ready: Any, stop: Any, out: Any) -> None:
+def _latency_consumer(dsn: str, ready: Any, stop: Any, out: Any, named: bool) -> None:
     delays: list[float] = []
     subscribed = threading.Event()
 
@@ -114,7 +114,10 @@ def _latency_consumer(dsn: str, ready: Any, stop: Any, out: Any) -> None:
         delays.append((time.monotonic() - float(event.value)) * 1000)
 
     with pghub.Hub(dsn) as hub:
-        consumer = hub.consumer(on_event, "lat", durable="lat")
+        if named:
+            consumer = hub.consumer(on_event, "lat", durable="lat")
+        else:  # an anonymous reader: no acknowledgements
+            consumer = hub.consumer(on_event, "lat", since="now")
         if consumer.wait_subscribed(30):
             subscribed.set()
         ready.set()
@@ -123,13 +126,13 @@ def _latency_consumer(dsn: str, ready: Any, stop: Any, out: Any) -> None:
     out.put(delays)
 
 
-def latency(admin_dsn: str, rate: int, seconds: int) -> None:
+def latency(admin_dsn: str, rate: int, seconds: int, named: bool) -> None:
     context = multiprocessing.get_context("spawn")
     with sql_bench.database(admin_dsn, f"pghub_bench_hub_latency_{os.getpid()}") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pghub.make_durable('lat', wake => 'commit')")
         ready, stop, out = context.Event(), context.Event(), context.Queue()
-        proc = context.Process(target=_latency_consumer, args=(dsn, ready, stop, out))
+        proc = context.Process(target=_latency_consumer, args=(dsn, ready, stop, out, named))
         proc.start()
         if not ready.wait(60):
             raise RuntimeError("the consumer did not start")
@@ -151,7 +154,8 @@ def latency(admin_dsn: str, rate: int, seconds: int) -> None:
             raise RuntimeError("no event arrived")
         n = len(delays)
         print(
-            f"commit mode, {n} of {rate * seconds} events at {rate}/s, writer's statement to the"
+            f"commit mode, {'named' if named else 'anonymous'}, {n} of {rate * seconds} events"
+            f" at {rate}/s, writer's statement to the"
             f" hub's callback: p50 {delays[n // 2]:.2f} ms, p90 {delays[int(n * 0.9)]:.2f} ms,"
             f" p99 {delays[int(n * 0.99)]:.2f} ms, max {delays[-1]:.1f} ms"
         )
@@ -168,11 +172,12 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=1000)
     lat.add_argument("--seconds", type=int, default=20)
+    lat.add_argument("--anonymous", action="store_true", help="since='now', no name: no acks")
     args = parser.parse_args()
     if args.what == "replay":
         replay(args.dsn, args.events, args.rounds, args.wake)
     else:
-        latency(args.dsn, args.rate, args.seconds)
+        latency(args.dsn, args.rate, args.seconds, not args.anonymous)
 
 
 if __name__ == "__main__":
