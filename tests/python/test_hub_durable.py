@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 import pghub
 from pghub import Action, Event
+from pghub.testing import FaultProxy
 
 WAIT = 10.0
 
@@ -408,3 +409,46 @@ def test_a_burst_of_wake_ups_never_overflows_a_slow_durable_consumer(
     assert rec.count(Action.OVERFLOW) == 0
     stats = hub.stats()
     assert stats.overflow_drops == 0
+
+
+def test_a_topic_made_durable_later_is_picked_up(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a topic that is not durable the consumer's start fails (55000), is logged and tried
+    again; its SUBSCRIBE waits for its position."""
+    hub = hubs.started(dsn)
+    rec = Recorder()
+    consumer = hub.consumer(rec, "orders", durable="mailer")
+    assert not consumer.wait_subscribed(0.5)
+    assert rec.count(Action.SUBSCRIBE) == 0
+    assert "is not durable" in caplog.text
+    conn.execute("SELECT pghub.make_durable('orders')")
+    assert within(WAIT, consumer.wait_subscribed, WAIT)
+    write(conn, 1)
+    assert keys_of(rec.wait_events(1, WAIT)) == [1]
+    assert rec.count(Action.SUBSCRIBE) == 1
+
+
+def test_events_committed_while_the_network_is_down_arrive_once(
+    dsn: str, orders: psycopg.Connection[Any], hubs: HubPool, proxy: FaultProxy
+) -> None:
+    """Both of the hub's sessions go through a proxy that refuses connections and resets the
+    live ones; the writer does not. Nothing is lost, nothing comes twice."""
+    hub = hubs.started(proxy.dsn(dsn), **FAST)
+    rec = Recorder()
+    started(hub, rec, "orders", durable="mailer")
+    write(orders, 1)
+    rec.wait_events(1, WAIT)
+    proxy.refuse()
+    proxy.reset()
+    rec.wait_advisory(Action.DISCONNECT, timeout=WAIT)
+    write(orders, 2)
+    write(orders, 3, 4)
+    time.sleep(0.3)
+    assert keys_of(rec.events()) == [1]
+    proxy.accept()
+    rec.wait_advisory(Action.RECONNECT, timeout=WAIT)
+    write(orders, 5)
+    assert keys_of(rec.wait_events(5, WAIT)) == [1, 2, 3, 4, 5]
+    time.sleep(0.3)
+    assert keys_of(rec.events()) == [1, 2, 3, 4, 5]
