@@ -2,6 +2,11 @@
 
 Callbacks (plain or ``async def``) run on the event loop the hub was started on, each
 consumer in a task of its own; ``notify`` returns a future of the confirmation.
+
+Over 450 lines, on purpose: the async consumer (plain and durable), its subscription and the
+hub share one set of loop concerns (futures set from the engine thread, tasks, cancellation),
+which read best in one place; what is not about the loop lives in the modules they share
+with the sync hub (``_consumer``, ``_durable``, ``_reader``).
 """
 
 from __future__ import annotations
