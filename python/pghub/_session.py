@@ -8,7 +8,9 @@ Connecting includes one question: whether the database has pghub (``pghub.notify
 Where it has, the notifies the core hands over go out through it, so that events on durable
 topics are journaled in the sending transaction (``_outbox.for_server``); where it has not,
 they go out with ``pg_notify`` as ever. The notify statements are then prepared, once a
-session: parsing and planning them again for every batch cost more than running them.
+session: parsing and planning them again for every batch cost more than running them. The
+question and the plain prepares go out in one pipeline, the pghub prepares (where pghub is)
+in a second: two round trips at most, where one a statement took five.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 # pghub went away under a connected session (DROP EXTENSION): undefined function or schema.
 _PGHUB_GONE = {b"42883", b"3F000"}
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_PIPELINE_OFF = pq.PipelineStatus.OFF
 # The statements prepared at connect, by name (the pghub ones only where pghub is).
 _PLAIN_STATEMENTS = {NOTIFY_ONE: b"pghub_notify_one", NOTIFY_MANY: b"pghub_notify_many"}
 _PGHUB_STATEMENTS = {JOURNAL_ONE: b"pghub_journal_one", JOURNAL_MANY: b"pghub_journal_many"}
@@ -80,7 +84,7 @@ class Session:
         self.has_pghub = False
         self._asking: str | None = None  # "write", then "read", while a setup step is out
         self._steps: list[tuple[bytes, bytes | None]] = []  # (query, name to prepare it as)
-        self._step: tuple[bytes, bytes | None] | None = None  # the one out
+        self._out: list[tuple[bytes, bytes | None]] = []  # sent, their Syncs not yet read
         self._prepared: dict[bytes, bytes] = {}  # query -> its prepared statement's name
         self._through_pghub = False  # the command in flight is a notify through pghub
 
@@ -124,33 +128,47 @@ class Session:
 
     def _ask(self) -> str | None:
         """Advance the setup steps (the question, the prepares): 'read' or 'write' to wait
-        for, None once all are done."""
+        for, None once all are done.
+
+        The steps known at once go out together in pipeline mode, each with its own Sync (so
+        that one refused step spoils no other): one round trip instead of one a step. The
+        question's answer may add steps (the pghub statements): a second round. Pipeline
+        mode ends with the set-up: the core's commands go out one at a time."""
         pgconn = self.pgconn
         try:
             while True:
-                if self._step is None:
+                if self._asking is None:
                     if not self._steps:
+                        if pgconn.pipeline_status != _PIPELINE_OFF:
+                            pgconn.exit_pipeline_mode()
                         return None
-                    self._step = query, name = self._steps.pop(0)
-                    if name is None:
-                        pgconn.send_query(query)
-                    else:
-                        pgconn.send_prepare(name, query)
+                    if pgconn.pipeline_status == _PIPELINE_OFF:
+                        pgconn.enter_pipeline_mode()
+                    for query, name in self._steps:
+                        if name is None:
+                            pgconn.send_query_params(query, None)
+                        else:
+                            pgconn.send_prepare(name, query)
+                        pgconn.pipeline_sync()
+                    self._out, self._steps = self._steps, []
                     self._asking = "write"
                 if self._asking == "write":
                     if pgconn.flush() != 0:
                         return "write"
                     self._asking = "read"
                 pgconn.consume_input()
-                while not pgconn.is_busy():
+                out = self._out
+                while out:
+                    if pgconn.is_busy():
+                        return "read"
                     result = pgconn.get_result()
                     if result is None:
-                        self._asking = None
-                        self._step = None
-                        break
-                    self._took(result)
-                else:
-                    return "read"
+                        continue  # the end of one step's results; its Sync follows
+                    if result.status == _PIPELINE_SYNC:
+                        out.pop(0)
+                    else:
+                        self._took(out[0], result)
+                self._asking = None
         except SessionLost:
             raise
         except Exception as exc:
@@ -159,10 +177,9 @@ class Session:
             if pgconn.status != _OK:
                 raise SessionLost(self._error_text())
 
-    def _took(self, result: PGresult) -> None:
+    def _took(self, step: tuple[bytes, bytes | None], result: PGresult) -> None:
         """The result of a setup step."""
-        assert self._step is not None
-        query, name = self._step
+        query, name = step
         if name is None:  # the question
             if result.status == _TUPLES_OK and result.ntuples == 1:
                 self.has_pghub = result.get_value(0, 0) == b"t"
