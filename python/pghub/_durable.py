@@ -39,8 +39,14 @@ from ._backoff import Backoff
 from ._log import Log
 from .events import WAKE_CHANNEL, Action, Advisory, DurableEvent, Event
 
-#: Events a read asks for at most: a page, acknowledged once its callbacks have returned.
+#: Events a read asks for at most, to begin with: a page, acknowledged once its callbacks have
+#: returned. In a long replay pages grow (doubling, to MAX_PAGE_EVENTS) while a page's payloads
+#: stay under PAGE_BYTES, and shrink (halving, to MIN_PAGE_EVENTS) when they go over it: fewer
+#: round trips for small events, bounded memory for large ones.
 PAGE_EVENTS = 1000
+MAX_PAGE_EVENTS = 10_000
+MIN_PAGE_EVENTS = 10
+PAGE_BYTES = 8_000_000
 #: With no wake-up for this long, read anyway (a safety net: a wake-up is never needed for
 #: correctness, only for latency).
 POLL_SECONDS = 5.0
@@ -128,7 +134,7 @@ class DurableCursor:
         self.keys = keys
         self._log = log
         self.consumer = ""  # its consumer's name, for the log (set by the consumer)
-        self._page = page
+        self._page = self._base_page = page
         self._topics: dict[str, _Topic] = {}  # subscribed (SUBSCRIBE seen), by channel
         self._waiting: set[str] = set()  # SUBSCRIBE seen before the wake channel's
         self._wake_listened = False
@@ -266,6 +272,7 @@ class DurableCursor:
         events = self._page_of(channel, rows)
         given = len(events)
         last = str(rows[-1][0])
+        self._resize(rows, "/" in last)
         if "/" in last:  # in the middle of a batch: the next page is wanted at once
             yield Prefetch(Query(READ_SQL, (channel, last, self._page)))
         if events:
@@ -284,6 +291,18 @@ class DurableCursor:
         if len(rows) > 1 or rows[0][1] is not None or rows[0][2] is not None:
             topic.owed = True  # not for a read with nothing new: that would be a write a poll
         yield from self._ack(channel, topic)
+
+    def _resize(self, rows: list[Row], more: bool) -> None:
+        size = 0
+        for row in rows:
+            if row[1] is not None:
+                size += len(row[1])
+        if size > PAGE_BYTES:
+            self._page = max(MIN_PAGE_EVENTS, self._page // 2)
+        elif more and len(rows) >= self._page and size * 2 <= PAGE_BYTES:
+            self._page = min(MAX_PAGE_EVENTS, self._page * 2)
+        elif not more:
+            self._page = min(self._page, self._base_page)  # caught up: small pages again
 
     def _start(self, channel: str) -> Generator[Step, Any, str]:
         since = self.since
