@@ -151,7 +151,7 @@ class HubBase:
             on_finished=self._finished,
         )
         # The elected ticker of durable topics (pghub._ticker): it connects once the hub has,
-        # and stops with it.
+        # and stops with it. With ticker=None it starts with the first durable consumer.
         self._ticker = Ticker(
             conninfo_of(conninfo_or_pool),
             options=self.options,
@@ -161,6 +161,8 @@ class HubBase:
         )
         self._consumers: list[BaseConsumer] = []
         self._consumers_lock = threading.Lock()
+        self._running = False  # started, under _consumers_lock (for _stand_for_ticker)
+        self._stands_for_ticker = self.options.ticker is True
         # Consumer threads or tasks now in stop(wait=True): stop() does not wait for those.
         self._stoppers: set[object] = set()
         self._gone = _ConsumerFigures()  # of the consumers the hub has forgotten
@@ -175,7 +177,22 @@ class HubBase:
 
     def _started(self) -> None:
         _registry.register(self)
-        self._ticker.start()
+        with self._consumers_lock:
+            self._running = True
+            stands = self._stands_for_ticker
+        if stands:
+            self._ticker.start()
+
+    def _stand_for_ticker(self) -> None:
+        """A durable consumer is made: with ``ticker=None`` the hub now stands for election
+        (at once if it runs, else when it starts)."""
+        if self.options.ticker is not None:
+            return
+        with self._consumers_lock:
+            self._stands_for_ticker = True
+            running = self._running
+        if running:
+            self._ticker.start()
 
     def _finished(self) -> None:
         _registry.retire(self)
@@ -228,7 +245,7 @@ class HubBase:
             decode = functools.partial(
                 decode_payload, parse_float=options.parse_float, parse_int=options.parse_int
             )
-        return DurableCursor(
+        cursor = DurableCursor(
             None if durable is None else check_name(durable),
             check_since("now" if since is None else since),
             decode=decode,
@@ -236,6 +253,8 @@ class HubBase:
             log=self.log,
             now=time.monotonic,
         )
+        self._stand_for_ticker()
+        return cursor
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
         # No size limit here: the server decides whether the topic is durable (journaled

@@ -57,6 +57,9 @@ class HubOptions:
     # this often while durable topics exist. None: this hub never does.
     tick_interval: float | None = 0.01
     prune_interval: float | None = 60.0
+    # Whether this hub stands for election: None, once it has a durable consumer (a hub with
+    # plain consumers only opens no connection for it); True, always; False, never.
+    ticker: bool | None = None
 
     def __post_init__(self) -> None:
         for name in _SECONDS:
@@ -99,6 +102,8 @@ class HubOptions:
             hook = getattr(self, name)
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be a function or None, got {hook!r}")
+        if self.ticker not in (None, True, False):
+            raise TypeError(f"ticker must be True, False or None, got {self.ticker!r}")
 
 
 class HubOptionArgs(TypedDict, total=False):
@@ -122,6 +127,7 @@ class HubOptionArgs(TypedDict, total=False):
     parse_int: Callable[[str], Any] | None
     tick_interval: float | None
     prune_interval: float | None
+    ticker: bool | None
 
 
 def check_queue(queue_size: int, overflow: Overflow) -> None:

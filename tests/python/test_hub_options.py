@@ -45,6 +45,8 @@ def _not_defaults() -> dict[str, Any]:
             other[field.name] = "drop_newest"
         elif field.name == "reconnect_max_delay":
             other[field.name] = 60.0
+        elif field.name == "ticker":  # None, True or False
+            other[field.name] = True
         elif default is None:  # the JSON hooks: any function is not the default
             other[field.name] = str
         else:

@@ -75,7 +75,7 @@ def test_tick_mode_events_reach_a_raw_listener_with_only_a_hub_running(
 ) -> None:
     """No cron, no other ticker: a hub ticks, every tick_interval, events one at a time."""
     conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
-    hub = hubs.started(dsn)
+    hub = hubs.started(dsn, ticker=True)
     wait_for("the hub's ticker is elected", lambda: holders(conn) == [ticker_pid(conn, hub)])
     latencies = []
     for key in range(20):
@@ -92,7 +92,7 @@ def test_of_two_hubs_exactly_one_ticks_and_the_other_takes_over_when_it_dies(
     dsn: str, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any], hubs: HubPool
 ) -> None:
     conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
-    first, second = hubs.started(dsn), hubs.started(dsn)
+    first, second = hubs.started(dsn, ticker=True), hubs.started(dsn, ticker=True)
     pids: dict[str, int] = {}
     for hub in (first, second):
         pids[hub.name] = wait_for("a ticker connection", functools.partial(ticker_pid, conn, hub))
@@ -142,7 +142,7 @@ def test_no_tick_traffic_without_tick_mode_topics(
     """pghub there, durable topics in commit mode only: the ticker looks (cheaply), may prune,
     and never ticks; once a topic is in tick mode it does."""
     conn.execute("SELECT pghub.make_durable('kept')")
-    hub = hubs.started(dsn)
+    hub = hubs.started(dsn, ticker=True)
     ran = sample_ticker(conn, hub, 4 * LOOK_PERIOD)
     assert ran, "the ticker ran nothing at all"
     assert not [q for q in ran if "tick()" in q], ran
@@ -155,7 +155,7 @@ def test_no_ticker_traffic_where_pghub_is_not_installed(
     empty_database: Callable[[], str], hubs: HubPool
 ) -> None:
     plain = empty_database()
-    hub = hubs.started(plain)
+    hub = hubs.started(plain, ticker=True)
     with psycopg.connect(plain, autocommit=True) as conn:
         ran = sample_ticker(conn, hub, 4 * LOOK_PERIOD)
         assert holders(conn) == []
@@ -168,10 +168,48 @@ def test_no_ticker_connection_when_both_periods_are_none(
     dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
 ) -> None:
     conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
-    hub = hubs.started(dsn, tick_interval=None, prune_interval=None)
+    hub = hubs.started(dsn, tick_interval=None, prune_interval=None, ticker=True)
+    never = hubs.started(dsn, ticker=False)
+    never.consumer(lambda event: None, "ticked", durable="never")
+    time.sleep(3 * LOOK_PERIOD)
+    assert ticker_pid(conn, hub) is None
+    assert ticker_pid(conn, never) is None
+    assert holders(conn) == []
+
+
+def test_a_hub_with_plain_consumers_only_opens_no_ticker_connection(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    """The default (ticker=None): only hubs with a durable consumer stand for election."""
+    conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
+    hub = hubs.started(dsn)
+    hub.consumer(lambda event: None, "ticked")
     time.sleep(3 * LOOK_PERIOD)
     assert ticker_pid(conn, hub) is None
     assert holders(conn) == []
+
+
+@pytest.mark.parametrize("made", ["before start", "after start"])
+def test_a_durable_consumer_makes_its_hub_stand_for_election(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    listener: psycopg.Connection[Any],
+    hubs: HubPool,
+    made: str,
+) -> None:
+    conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
+    hub = hubs.make(dsn)
+    if made == "before start":
+        hub.consumer(lambda event: None, "ticked", durable="stands")
+        hub.start()
+    else:
+        hub.start()
+        time.sleep(LOOK_PERIOD)
+        assert ticker_pid(conn, hub) is None
+        hub.consumer(lambda event: None, "ticked", durable="stands")
+    wait_for("the hub's ticker is elected", lambda: holders(conn) == [ticker_pid(conn, hub)])
+    conn.execute("SELECT pghub.notify('ticked', '{5}')")
+    assert ("ticked", "e5") in heard(listener, 2)
 
 
 def test_events_written_in_tick_mode_are_announced_after_the_topic_leaves_it(
@@ -180,7 +218,7 @@ def test_events_written_in_tick_mode_are_announced_after_the_topic_leaves_it(
     """An event written in tick mode by the transaction that switches its topic to commit
     mode: the running ticker still announces it (no tick-mode topic is left)."""
     conn.execute("SELECT pghub.make_durable('ticked', wake => 'tick')")
-    hub = hubs.started(dsn)
+    hub = hubs.started(dsn, ticker=True)
     wait_for("the hub ticks", lambda: hub._ticker.figures.ticks > 0)
     with conn.transaction():
         conn.execute("SELECT pghub.notify('ticked', '{1}')")
