@@ -48,15 +48,20 @@ attempt), :meth:`Core.wait` (how long the driver may wait for its socket),
 
 Invariants it keeps:
 
-- One command in flight at a time; each has a deadline (``liveness_timeout``; a probe half
-  of it), and a session that misses one is dropped.
+- One command in flight at a time, except notifies: up to :data:`PIPELINE_DEPTH` notify
+  batches may be in flight at once (the driver sends them in libpq's pipeline mode, each its
+  own transaction), so that events queued meanwhile need not wait for the answer to the
+  batch before. Answers come in the order sent. Each command has a deadline
+  (``liveness_timeout``; a probe half of it), and a session that misses one is dropped.
 - Order of each session: its settings, then LISTEN/UNLISTEN changes, then notifies, and a
   probe only after ``liveness_timeout / 2`` of silence. Subscription changes always go
   before notifies, so a notify queued after a subscribe goes out after its LISTEN.
 - A notify is answered exactly once: True after its command succeeded; False when refused
   alone, when stopping, or when lost after it went out whole (it may have committed, so it
   is never sent again). A refused batch is retried one notify at a time; a batch that never
-  went out whole goes back to the head of the queue. Order is kept throughout.
+  went out whole goes back to the head of the queue. Order is kept throughout, but for one
+  case: the notifies of a refused batch are retried after the batches sent behind it while
+  it was in flight (those may have committed already).
 - A mailbox hears CONNECT/RECONNECT only when every channel it was told SUBSCRIBE for is
   listened to again; SUBSCRIBE only once the LISTEN took effect; DISCONNECT only after it
   heard CONNECT/RECONNECT; exactly one final advisory (CLOSE or STOP), last.
@@ -168,6 +173,10 @@ class Kind(enum.Enum):
 
 
 SETUP_QUERY = b"SET idle_session_timeout = 0"
+#: Notify batches in flight at most. Two: the next batch goes out at once rather than behind
+#: the answer to the one before; more would cut a busy sender's batches smaller (each its own
+#: transaction, a signal to every listening backend) for little more latency saved.
+PIPELINE_DEPTH = 2
 PROBE_QUERY = b""
 
 
@@ -280,7 +289,8 @@ class Core:
         self.attempt = 0  # connection attempts so far; the driver opens one session each
         self.first_connect = FirstConnect.PENDING
         self.stopping = False
-        self.command: Command | None = None
+        # The commands in flight, oldest first (several only when notifies: PIPELINE_DEPTH).
+        self.in_flight: deque[Command] = deque()
         # Shared: any thread appends (notify); only the core pops.
         self.outbox: deque[Outgoing] = deque()
         self._solo: deque[Outgoing] = deque()  # notifies retried alone after their batch failed
@@ -302,6 +312,12 @@ class Core:
     # --- what the driver asks ------------------------------------------------------------------
 
     @property
+    def command(self) -> Command | None:
+        """The oldest command in flight (the one whose answer comes next), or None."""
+        in_flight = self.in_flight
+        return in_flight[0] if in_flight else None
+
+    @property
     def mailboxes(self) -> list[MailboxLike]:
         """The open mailboxes, in the order they were added."""
         return list(self._told_connect)
@@ -320,8 +336,8 @@ class Core:
         """When :meth:`due` must be called at the latest; None when nothing is timed."""
         phase = self.phase
         if phase is Phase.LISTENING or phase is Phase.CONNECTED:
-            if self.command is not None:
-                return self._with_pause(self.command.deadline)
+            if self.in_flight:
+                return self._with_pause(self.in_flight[0].deadline)
             return self._with_pause(self._heard_at + self.options.liveness_timeout / 2)
         if phase is Phase.CONNECTING or phase is Phase.BACKOFF:
             return self._deadline
@@ -358,9 +374,16 @@ class Core:
         return bool(self._pressing or self._spent)
 
     def may_send(self) -> bool:
-        """A session is up and no command is in flight: ask :meth:`next_command`."""
-        return self.command is None and (
-            self.phase is Phase.CONNECTED or self.phase is Phase.LISTENING
+        """A session is up and no command is in flight, or only notify batches and fewer
+        than :data:`PIPELINE_DEPTH` of them: ask :meth:`next_command`."""
+        in_flight = self.in_flight
+        if not in_flight:
+            return self.phase is Phase.CONNECTED or self.phase is Phase.LISTENING
+        return (
+            self.phase is Phase.CONNECTED
+            and len(in_flight) < PIPELINE_DEPTH
+            and in_flight[-1].kind is Kind.NOTIFY
+            and not in_flight[-1].alone
         )
 
     def may_finish(self) -> bool:
@@ -369,7 +392,7 @@ class Core:
             return False
         if self.phase not in _SESSION_UP:
             return True
-        return self.command is None and not self.outbox and not self._solo
+        return not self.in_flight and not self.outbox and not self._solo
 
     def next_command(self, now: float, sendable: int | None = None) -> Command | None:
         """The next command to send, now in flight; None when there is nothing to send.
@@ -384,42 +407,55 @@ class Core:
             sendable = len(self.outbox)
         liveness = self.options.liveness_timeout
         deadline = now + liveness
+        if self.in_flight:
+            # Behind notifies in flight only another batch of the outbox: whatever else is
+            # owed (LISTEN changes first, a retry alone) waits for their answers.
+            if not sendable or self._solo or self._subs.pending():
+                return None
+            return self._send_batch(deadline, sendable)
         if self._setup_pending:
             # A DBA's idle_session_timeout would end the listening session whenever it is
             # quiet; the probe keeps it from looking idle to us, not to the server.
             self._setup_pending = False
-            self.command = Command(Kind.SETUP, deadline, SETUP_QUERY)
-            return self.command
+            return self._issue(Command(Kind.SETUP, deadline, SETUP_QUERY))
         listen, unlisten = self._subs.changes()
         if listen or unlisten:
             statements = [f'LISTEN "{c}"' for c in listen]
             statements += [f'UNLISTEN "{c}"' for c in unlisten]
             query = "; ".join(statements).encode()
             self.log.debug("sending %s", "; ".join(statements))
-            self.command = Command(Kind.SUBS, deadline, query, listen=listen, unlisten=unlisten)
-            return self.command
+            return self._issue(
+                Command(Kind.SUBS, deadline, query, listen=listen, unlisten=unlisten)
+            )
         if self.phase is Phase.LISTENING:
             self._announce([])
-        if self._solo or sendable:
-            alone = bool(self._solo)
-            if alone:
-                batch = [self._solo.popleft()]
-            else:
-                counters = self.counters
-                counters.send_queue_high_water = max(counters.send_queue_high_water, sendable)
-                batch = take_batch(
-                    self.outbox,
-                    min(sendable, self.options.batch_max_notifies),
-                    self.options.batch_max_chars,
-                )
+        if self._solo:
+            batch = [self._solo.popleft()]
             query, params = notify_statement(batch)
-            self.command = Command(Kind.NOTIFY, deadline, query, params, batch=batch, alone=alone)
-            return self.command
+            return self._issue(
+                Command(Kind.NOTIFY, deadline, query, params, batch=batch, alone=True)
+            )
+        if sendable:
+            return self._send_batch(deadline, sendable)
         if not self.stopping and now - self._heard_at >= liveness / 2:
             # Quiet for a while: make sure the peer is still there (half-open TCP looks healthy).
-            self.command = Command(Kind.PROBE, now + liveness / 2, PROBE_QUERY)
-            return self.command
+            return self._issue(Command(Kind.PROBE, now + liveness / 2, PROBE_QUERY))
         return None
+
+    def _send_batch(self, deadline: float, sendable: int) -> Command:
+        counters = self.counters
+        counters.send_queue_high_water = max(counters.send_queue_high_water, sendable)
+        batch = take_batch(
+            self.outbox,
+            min(sendable, self.options.batch_max_notifies),
+            self.options.batch_max_chars,
+        )
+        query, params = notify_statement(batch)
+        return self._issue(Command(Kind.NOTIFY, deadline, query, params, batch=batch))
+
+    def _issue(self, command: Command) -> Command:
+        self.in_flight.append(command)
+        return command
 
     # --- facts about the session ------------------------------------------------------------
 
@@ -448,8 +484,8 @@ class Core:
 
     def flushed(self) -> None:
         """Everything handed to the session has reached the kernel."""
-        if self.command is not None:
-            self.command.sent = True
+        for command in self.in_flight:
+            command.sent = True
 
     def heard(self, now: float) -> None:
         """Something came from the server: the peer is alive."""
@@ -463,10 +499,11 @@ class Core:
             self._lose(reason, Trigger.LOST, now)
 
     def results(self, results: Sequence[Refusal | None], now: float) -> None:
-        """The command in flight finished: one entry per statement, None or the refusal."""
-        command, self.command = self.command, None
-        if command is None:
+        """The oldest command in flight finished: one entry per statement, None or the
+        refusal."""
+        if not self.in_flight:
             return
+        command = self.in_flight.popleft()
         errors = [r for r in results if r is not None]
         kind = command.kind
         if kind is Kind.NOTIFY:
@@ -495,7 +532,7 @@ class Core:
             if now >= self._deadline:
                 reason = f"no connection within {self.options.connect_timeout} s"
                 self._connect_failed(reason, Trigger.CONNECT_FAILED, now)
-        elif self.command is not None and now >= self.command.deadline and phase in _SESSION_UP:
+        elif self.in_flight and now >= self.in_flight[0].deadline and phase in _SESSION_UP:
             reason = f"no answer from the server within {self.options.liveness_timeout} s"
             self._lose(reason, Trigger.LOST, now)
 
@@ -512,8 +549,8 @@ class Core:
                 self._pressing.add(mailbox)
         if self._pressing and self._paused_until is None:
             self._paused_until = now + pause
-            if self.command is not None:
-                self.command.deadline += pause
+            for command in self.in_flight:
+                command.deadline += pause
             self._heard_at = max(self._heard_at, now)  # not reading is not silence
 
     def room(self, now: float) -> None:
@@ -544,9 +581,9 @@ class Core:
         self.backend_pid = None
         self._subs.lost()
         self._enter(Trigger.WIND_DOWN, Phase.STOPPED)
-        command, self.command = self.command, None
-        if command is not None and command.kind is Kind.NOTIFY:
-            self._fail(command.batch)
+        for command in _drain_commands(self.in_flight):
+            if command.kind is Kind.NOTIFY:
+                self._fail(command.batch)
         self._fail(_drain(self._solo))
         self._fail(_drain(self.outbox))
 
@@ -643,14 +680,16 @@ class Core:
         """The session is gone or unusable: settle the command in flight, tell, reconnect."""
         self.backend_pid = None
         self._end_pause(now)  # the next session reads from its start
-        command, self.command = self.command, None
-        if command is not None and command.kind is Kind.NOTIFY:
-            if command.sent:
+        in_flight = _drain_commands(self.in_flight)
+        for command in in_flight:  # those sent whole first: flushing sends all before
+            if command.kind is Kind.NOTIFY and command.sent:
                 self._fail(command.batch)  # it may or may not have committed: never resent
-            elif command.alone:
-                self._solo.appendleft(command.batch[0])  # the server never had it
-            else:
-                self.outbox.extendleft(reversed(command.batch))
+        for command in reversed(in_flight):  # the server never had these: back, in order
+            if command.kind is Kind.NOTIFY and not command.sent:
+                if command.alone:
+                    self._solo.appendleft(command.batch[0])
+                else:
+                    self.outbox.extendleft(reversed(command.batch))
         self._subs.lost()
         if self.phase is Phase.LISTENING:
             # Lost (or refused) before it was announced: this attempt to connect failed;
@@ -714,8 +753,9 @@ class Core:
             self.counters.notifies += len(batch)
             self._on_confirm(batch, True)
         elif len(batch) > 1:
-            # Nothing of the batch was sent: retry each alone, so only the culprit fails.
-            self._solo.extendleft(reversed(batch))
+            # Nothing of the batch was sent: retry each alone, so only the culprit fails
+            # (after those of a refused batch sent before it, in flight with it).
+            self._solo.extend(batch)
         else:
             self.log.warning(
                 "NOTIFY on %r refused (%s): %s",
@@ -757,6 +797,12 @@ class Core:
         if items:
             self.counters.notify_failures += len(items)
             self._on_confirm(items, False)
+
+
+def _drain_commands(in_flight: deque[Command]) -> list[Command]:
+    commands = list(in_flight)
+    in_flight.clear()
+    return commands
 
 
 def _drain(queue: deque[Outgoing]) -> list[Outgoing]:

@@ -284,8 +284,8 @@ class Engine:
             else:
                 if full:
                     core.full(full, time.monotonic())
-        if finished and core.command is not None:
-            core.results(session.results(), time.monotonic())
+        for results in finished:
+            core.results(results, time.monotonic())
 
     def _finish(self) -> None:
         # Once (stop() before start(), twice or from two threads at once), under the inbox's

@@ -1,4 +1,4 @@
-"""One non-blocking libpq session: connect, one command at a time, and notifications.
+"""One non-blocking libpq session: connect, commands (notifies pipelined), and notifications.
 
 The engine drives it from a poll() loop, so no call here ever blocks: every wait (to connect,
 to send, for a result) is the engine's, with the engine's deadline. This works at psycopg's
@@ -15,6 +15,7 @@ in a second: two round trips at most, where one a statement took five.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from psycopg import pq
@@ -27,7 +28,8 @@ _OK = pq.ConnStatus.OK
 _FAILED = pq.PollingStatus.FAILED
 _POLL_OK = pq.PollingStatus.OK
 _READING = pq.PollingStatus.READING
-_ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE)
+# PIPELINE_ABORTED cannot come (a Sync follows each command) but would be a failure too.
+_ERRORS = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE, pq.ExecStatus.PIPELINE_ABORTED)
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 _MESSAGE = pq.DiagnosticField.MESSAGE_PRIMARY
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
@@ -79,14 +81,15 @@ class Session:
         self.pgconn = pq.PGconn.connect_start(conninfo.encode())
         if self.pgconn.status == pq.ConnStatus.BAD:
             raise SessionLost(self._error_text())
-        self._results: list[CommandError | None] = []
+        self._results: list[CommandError | None] = []  # of the oldest command in flight
+        # The commands in flight, oldest first: whether each is a notify through pghub.
+        self._in_flight: deque[bool] = deque()
         #: The database has pghub: notifies go through pghub.notify_encoded (asked at connect).
         self.has_pghub = False
         self._asking: str | None = None  # "write", then "read", while a setup step is out
         self._steps: list[tuple[bytes, bytes | None]] = []  # (query, name to prepare it as)
         self._out: list[tuple[bytes, bytes | None]] = []  # sent, their Syncs not yet read
         self._prepared: dict[bytes, bytes] = {}  # query -> its prepared statement's name
-        self._through_pghub = False  # the command in flight is a notify through pghub
 
     def fileno(self) -> int:
         return self.pgconn.socket
@@ -189,21 +192,30 @@ class Session:
             self._prepared[query] = name
 
     def send(self, query: bytes, params: list[bytes | None] | None = None) -> None:
-        """Start one command (it may hold several statements when it has no parameters).
-        The notify statements of ``_outbox`` go through pghub where the database has it."""
+        """Start one command. With parameters (the notifies) it goes out in pipeline mode,
+        with a Sync of its own (its own transaction), and may follow others still in flight;
+        without (it may hold several statements) out of pipeline mode, and only when nothing
+        is in flight (the core sends those alone). The notify statements of ``_outbox`` go
+        through pghub where the database has it."""
         query = for_server(query, self.has_pghub)
-        self._through_pghub = query is JOURNAL_ONE or query is JOURNAL_MANY
-        prepared = self._prepared.get(query)
+        pgconn = self.pgconn
         try:
             if params is None:
-                self.pgconn.send_query(query)
-            elif prepared is not None:
-                self.pgconn.send_query_prepared(prepared, params)
+                if pgconn.pipeline_status != _PIPELINE_OFF:
+                    pgconn.exit_pipeline_mode()
+                pgconn.send_query(query)
             else:
-                self.pgconn.send_query_params(query, params)
+                if pgconn.pipeline_status == _PIPELINE_OFF:
+                    pgconn.enter_pipeline_mode()
+                prepared = self._prepared.get(query)
+                if prepared is not None:
+                    pgconn.send_query_prepared(prepared, params)
+                else:
+                    pgconn.send_query_params(query, params)
+                pgconn.pipeline_sync()
         except Exception as exc:
             raise SessionLost(str(exc) or self._error_text()) from exc
-        self._results = []
+        self._in_flight.append(query is JOURNAL_ONE or query is JOURNAL_MANY)
 
     def flush(self) -> bool:
         """Send what is buffered; True once all of it is out."""
@@ -212,21 +224,30 @@ class Session:
         except Exception as exc:
             raise SessionLost(str(exc) or self._error_text()) from exc
 
-    def read(self) -> bool:
-        """Take in what the socket has; True if the command in flight has now finished."""
+    def read(self) -> list[list[CommandError | None]]:
+        """Take in what the socket has; the commands in flight that have now finished, oldest
+        first: for each, one entry per statement, None or the server's refusal."""
         pgconn = self.pgconn
+        finished: list[list[CommandError | None]] = []
+        in_flight = self._in_flight
         try:
             pgconn.consume_input()
-            while not pgconn.is_busy():
+            pipelined = pgconn.pipeline_status != _PIPELINE_OFF
+            while in_flight and not pgconn.is_busy():
                 result = pgconn.get_result()
                 if result is None:
-                    return True
-                if result.status in _ERRORS:
+                    if not pipelined:  # in pipeline mode: one statement's end, a Sync follows
+                        finished.append(self._finished())
+                    continue
+                status = result.status
+                if status == _PIPELINE_SYNC:
+                    finished.append(self._finished())
+                elif status in _ERRORS:
                     sqlstate = result.error_field(_SQLSTATE) or b""
                     message = result.error_field(_MESSAGE) or result.error_message
-                    text = message.decode(errors="replace").strip()
+                    text = message.decode(errors="replace").strip() or "refused"
                     self._results.append(CommandError(sqlstate.decode(), text))
-                    if self._through_pghub and sqlstate in _PGHUB_GONE:
+                    if in_flight[0] and sqlstate in _PGHUB_GONE:
                         # pghub was dropped: this notify failed; the next ones (the core
                         # retries a refused batch one by one) go out with pg_notify.
                         self.has_pghub = False
@@ -236,11 +257,12 @@ class Session:
             raise SessionLost(str(exc) or self._error_text()) from exc
         if pgconn.status != _OK:
             raise SessionLost(self._error_text())
-        return False
+        return finished
 
-    def results(self) -> list[CommandError | None]:
-        """One entry per statement of the finished command: None, or the server's refusal."""
-        return self._results
+    def _finished(self) -> list[CommandError | None]:
+        self._in_flight.popleft()
+        results, self._results = self._results, []
+        return results
 
     def notifies(self) -> list[pq.PGnotify]:
         """The notifications received so far (call after :meth:`read`)."""

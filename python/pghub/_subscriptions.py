@@ -59,6 +59,12 @@ class Subscriptions(Generic[C]):
         for channel in [c for c, consumers in self._wanted.items() if consumer in consumers]:
             self.unsubscribe(consumer, [channel])
 
+    def pending(self) -> bool:
+        """Whether :meth:`changes` has anything to give now (it marks nothing)."""
+        busy = self._in_flight | self._failed
+        wanted = set(self._wanted)
+        return bool(wanted - self._listening - busy or self._listening - wanted - busy)
+
     def changes(self) -> tuple[list[str], list[str]]:
         """(to LISTEN, to UNLISTEN) to bring the session in line; marks them in flight."""
         busy = self._in_flight | self._failed

@@ -15,6 +15,7 @@ from corekit import Box, Refused, Rig, item
 
 from pghub._core import (
     _ALLOWED,
+    PIPELINE_DEPTH,
     PROBE_QUERY,
     SETUP_QUERY,
     TRANSITIONS,
@@ -551,14 +552,159 @@ def test_sendable_limits_the_batch_to_notifies_counted_before_the_inbox() -> Non
     assert r.core.counters.send_queue_high_water == 2
 
 
-def test_only_one_command_is_in_flight() -> None:
-    r = Rig()
+def test_notify_batches_are_pipelined_up_to_the_depth() -> None:
+    r = Rig(batch_max_notifies=1)
+    r.up()
+    r.core.notify([item(1), item(2), item(3)])
+    first, second = r.send(), r.send()
+    assert [c.batch[0].confirm for c in (first, second)] == [1, 2]
+    assert list(r.core.in_flight) == [first, second]
+    assert PIPELINE_DEPTH == 2
+    assert not r.core.may_send()  # the third waits for an answer
+    assert r.core.next_command(r.now) is None
+    r.answer()  # answers come in the order sent: the oldest first
+    assert r.answered() == {1: True}
+    assert r.core.command is second
+    assert [i.confirm for i in r.send().batch] == [3]
+    r.answer()
+    r.answer()
+    assert r.answered() == {1: True, 2: True, 3: True}
+    assert r.core.command is None
+
+
+def test_nothing_but_a_batch_goes_behind_a_notify_in_flight() -> None:
+    """A LISTEN change, a retry alone or a probe waits for the answers: only the outbox's
+    next batch is pipelined."""
+    r = Rig(liveness_timeout=10.0)
     r.up()
     r.core.notify([item(1)])
     r.send()
-    r.core.notify([item(2)])
-    assert not r.core.may_send()
+    box = _subscribed_box(r, "b")
+    r.core.notify([item(2)])  # queued after the subscribe: must follow its LISTEN
     assert r.core.next_command(r.now) is None
+    r.answer()
+    listen = r.send()
+    assert listen.kind is Kind.SUBS
+    assert listen.listen == ["b"]
+    assert r.core.next_command(r.now) is None  # nothing behind a LISTEN
+    r.answer()
+    assert box.said() == ["CONNECT", "SUBSCRIBE(b)"]
+    assert [i.confirm for i in r.send().batch] == [2]
+    r.answer()
+    # Quiet for long: the probe goes alone, nothing behind it.
+    r.tick(5.0)
+    probe = r.send()
+    assert probe.kind is Kind.PROBE
+    r.core.notify([item(3)])
+    assert r.core.next_command(r.now) is None
+    r.answer()
+    assert [i.confirm for i in r.send().batch] == [3]
+
+
+def test_commands_other_than_notifies_go_alone() -> None:
+    r = Rig()
+    _subscribed_box(r, "a")
+    r.open()
+    r.core.notify([item(1)])
+    setup = r.send()
+    assert setup.kind is Kind.SETUP
+    assert r.core.next_command(r.now) is None
+    r.answer()
+    assert r.send().kind is Kind.SUBS
+    assert r.core.next_command(r.now) is None
+    r.answer()
+    assert r.phase is Phase.CONNECTED
+    assert [i.confirm for i in r.send().batch] == [1]
+
+
+def test_a_refused_batch_in_a_pipeline_is_retried_alone_after_the_batch_behind_it() -> None:
+    """The one exception to the order: the batch sent behind a refused one may have
+    committed already; the refused batch's notifies are retried after it, one at a time,
+    never pipelined, and only the culprit fails."""
+    r = Rig(batch_max_notifies=2)
+    r.up()
+    r.core.notify([item(1), item(2)])
+    r.send()
+    r.core.notify([item(3), item(4)])
+    r.send()
+    r.core.notify([item(5)])
+    r.answer(Refused("22023", "bad"))  # 1 or 2 is bad: neither committed
+    assert r.core.retrying == (item(1), item(2))
+    assert r.core.next_command(r.now) is None  # no retry behind the batch in flight
+    r.answer()
+    assert r.answered() == {3: True, 4: True}
+    one = r.send()
+    assert one.alone
+    assert [i.confirm for i in one.batch] == [1]
+    assert r.core.next_command(r.now) is None  # nothing behind a retry alone
+    r.answer()
+    two = r.send()
+    assert two.alone
+    assert [i.confirm for i in two.batch] == [2]
+    r.answer(Refused("22023", "bad"))
+    assert [i.confirm for i in r.send().batch] == [5]
+    r.answer()
+    assert r.answered() == {1: True, 2: False, 3: True, 4: True, 5: True}
+
+
+def test_two_refused_batches_in_a_pipeline_are_retried_in_their_order() -> None:
+    r = Rig(batch_max_notifies=2)
+    r.up()
+    r.core.notify([item(1), item(2), item(3), item(4)])
+    r.send()
+    r.send()
+    r.answer(Refused())
+    r.answer(Refused())
+    assert r.core.retrying == (item(1), item(2), item(3), item(4))
+
+
+def test_a_lost_pipeline_fails_what_went_out_and_requeues_the_rest_in_order() -> None:
+    r = Rig(batch_max_notifies=1)
+    r.up()
+    r.core.notify([item(1), item(2), item(3)])
+    r.send()  # out whole
+    r.send(flushed=False)  # still in libpq's buffer: the server never had it
+    r.lose()
+    assert r.answered() == {1: False}
+    assert list(r.core.outbox) == [item(2), item(3)]
+    assert r.core.command is None
+    r.until_due()  # the backoff
+    r.open()
+    r.roundtrip()  # the new session's settings
+    assert [i.confirm for i in r.send().batch] == [2]
+
+
+def test_a_lost_pipeline_sent_whole_is_never_sent_again() -> None:
+    r = Rig(batch_max_notifies=1)
+    r.up()
+    r.core.notify([item(1), item(2)])
+    r.send(flushed=False)
+    r.send()  # flushing sends everything before it too
+    assert all(c.sent for c in r.core.in_flight)
+    r.lose()
+    assert r.answered() == {1: False, 2: False}
+    assert not r.core.outbox
+
+
+def test_the_wind_down_answers_every_batch_in_flight() -> None:
+    r = Rig(batch_max_notifies=1)
+    r.up()
+    r.core.notify([item(1), item(2), item(3)])
+    r.send()
+    r.send()
+    r.finish()
+    assert r.answered() == {1: False, 2: False, 3: False}
+    assert not r.core.in_flight
+
+
+def test_a_read_pause_moves_every_deadline_in_flight() -> None:
+    r = Rig(batch_max_notifies=1, liveness_timeout=10.0, overflow_pause=1.0)
+    r.up()
+    r.core.notify([item(1), item(2)])
+    first, second = r.send(), r.send()
+    before = (first.deadline, second.deadline)
+    r.core.full([_Gauge(2, 2)], r.now)
+    assert (first.deadline, second.deadline) == (before[0] + 1.0, before[1] + 1.0)
 
 
 def test_a_command_unanswered_within_liveness_drops_the_session() -> None:

@@ -18,7 +18,9 @@ Checked as it happens (mailboxes report each advisory to the machine) and at the
   result is still on its way);
 - every notify answered exactly once: True exactly when its statement succeeded; never sent
   again after a statement carrying it went out whole and was not answered; committed in the
-  order queued; none issued while an older one is unanswered and not in the same statement;
+  order queued (but for the notifies of a batch refused while later batches were in flight
+  behind it, retried after those); none issued while an older one is unanswered and not in
+  flight; only notify batches pipelined, at most ``PIPELINE_DEPTH``, never a retry alone;
   a notify statement goes out only when every wanted topic is listened to.
 
 ``PGHUB_CORE_EXAMPLES`` sets the number of examples; 2,000 when ``CI`` is set, else 200.
@@ -41,7 +43,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pghub._core import Command, Core, Kind, Phase
+from pghub._core import PIPELINE_DEPTH, Command, Core, Kind, Phase
 from pghub._outbox import Outgoing
 from pghub._router import Router
 from pghub.errors import SendQueueFull
@@ -104,8 +106,11 @@ class CoreMachine(RuleBasedStateMachine):
         self.opened = 0  # the attempt the driver last opened a session for
         self.server_listening: set[str] = set()
         self.refused_listen = False  # a LISTEN was refused on this session
-        self.flight: Command | None = None
-        self.flushed = False
+        # The commands in flight, oldest first (several only when notify batches are
+        # pipelined), and how many of the oldest went out whole (flushing sends all).
+        self.flights: list[Command] = []
+        self.out = 0
+        self.overtaken: set[int] = set()  # retried after a refusal, behind later batches
         self.numbers = itertools.count(1)
         self.queued: list[int] = []  # every notify the core accepted, in order
         self.answers: dict[int, bool] = {}
@@ -179,13 +184,29 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.stop_mailboxes()
         self.core.finished()
         self.wound_down = True
-        self.flight = None
+        self.flights, self.out = [], 0
+
+    @property
+    def flight(self) -> Command | None:
+        """The oldest command in flight: the one whose answer comes next."""
+        return self.flights[0] if self.flights else None
+
+    @property
+    def flushed(self) -> bool:
+        """The oldest command in flight went out whole."""
+        return self.out > 0
 
     def issue(self, command: Command | None) -> None:
-        assert self.core.command is command
         if command is None:
             return
-        self.flight, self.flushed = command, False
+        assert self.core.in_flight[-1] is command
+        if self.flights:  # pipelined: only a batch, behind batches, never too many
+            assert command.kind is Kind.NOTIFY
+            assert not command.alone
+            assert all(c.kind is Kind.NOTIFY and not c.alone for c in self.flights)
+            assert len(self.flights) < PIPELINE_DEPTH
+            event("notify batches pipelined")
+        self.flights.append(command)
         if command.kind is Kind.PROBE:
             assert not self.core.stopping, "a probe while stopping"
             liveness = self.core.options.liveness_timeout
@@ -197,7 +218,10 @@ class CoreMachine(RuleBasedStateMachine):
                 assert n not in self.answers, f"notify {n} sent after it was answered"
                 assert n not in self.unknown, f"notify {n} sent again after it went out whole"
             oldest = min(numbers)
-            waiting = [n for n in self.queued if n < oldest and n not in self.answers]
+            flying = {i.confirm for c in self.flights for i in c.batch}
+            waiting = [
+                n for n in self.queued if n < oldest and n not in self.answers and n not in flying
+            ]
             assert not waiting, f"notify {numbers} overtook {waiting}"
             wanted = set().union(*(b.asked for b in self.open_boxes()))
             assert wanted <= self.server_listening, "a notify went out before a LISTEN"
@@ -217,7 +241,7 @@ class CoreMachine(RuleBasedStateMachine):
         assert (self.session == core.attempt) is wanted, "a session held against the rule"
         if not wanted:
             self.server_listening = set()
-            self.flight = None
+            self.flights, self.out = [], 0
 
     def open_boxes(self) -> list[Watched]:
         return [b for b in self.boxes if b.final is None and not b.close_asked]
@@ -404,7 +428,7 @@ class CoreMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         self.core.flushed()
-        self.flushed = True
+        self.out = len(self.flights)
         self.step()
 
     @precondition(lambda self: self.flight is not None and self.flushed)
@@ -425,11 +449,16 @@ class CoreMachine(RuleBasedStateMachine):
             statements = 1
             if command.kind is Kind.NOTIFY and not refused:
                 numbers = [i.confirm for i in command.batch]
-                assert not self.committed or self.committed[-1] < numbers[0]
+                in_order = [n for n in self.committed if n not in self.overtaken]
+                assert not in_order or in_order[-1] < numbers[0] or numbers[0] in self.overtaken
                 self.committed.extend(numbers)
         if command.kind is Kind.NOTIFY and refused and len(command.batch) == 1:
             self.excused.add(command.batch[0].confirm)  # refused alone: its own failure
-        self.flight = None
+        if command.kind is Kind.NOTIFY and refused and len(self.flights) > 1:
+            # The one exception to the order: batches behind it may commit first.
+            self.overtaken.update(i.confirm for i in command.batch)
+        self.flights.pop(0)
+        self.out -= 1
         results = [Refused("XX000", "refused") if refused else None] + [None] * (statements - 1)
         self.heard_at = self.now
         self.core.heard(self.now)  # the driver read the result
@@ -447,16 +476,16 @@ class CoreMachine(RuleBasedStateMachine):
     def lose(self, now: int) -> None:
         if now:  # rarer than the rest
             return
-        command = self.flight
-        if command is not None and command.kind is Kind.NOTIFY and self.flushed:
+        out = [c for c in self.flights[: self.out] if c.kind is Kind.NOTIFY]
+        for command in out:
             self.unknown.update(i.confirm for i in command.batch)
-            self.excused.update(self.unknown)
-        self.flight = None
+        self.excused.update(self.unknown)
+        self.flights, self.out = [], 0
         self.core.lost("reset", self.now)
         self.session = None
         self.server_listening = set()
         self.sync_session()
-        if command is not None and command.kind is Kind.NOTIFY and self.flushed:
+        for command in out:
             assert all(self.answers.get(i.confirm) is False for i in command.batch)
         self.step()
 
@@ -501,15 +530,16 @@ class CoreMachine(RuleBasedStateMachine):
         core = self.core
         flight, attempt, phase = self.flight, core.attempt, core.phase
         connect_deadline = core.deadline() if phase is Phase.CONNECTING else None
-        notify_out = flight is not None and flight.kind is Kind.NOTIFY and self.flushed
-        if flight is not None and notify_out and rig.now + seconds >= flight.deadline:
-            self.unknown.update(i.confirm for i in flight.batch)
+        if flight is not None and rig.now + seconds >= flight.deadline:
+            for command in self.flights[: self.out]:
+                if command.kind is Kind.NOTIFY:
+                    self.unknown.update(i.confirm for i in command.batch)
             self.excused.update(self.unknown)
         rig.tick(seconds)
         if flight is not None and self.now >= flight.deadline:
             assert core.command is None, "a silent peer kept"
             assert core.phase not in SESSION_UP
-            self.flight = None
+            self.flights, self.out = [], 0
         if connect_deadline is not None and self.now >= connect_deadline:
             assert core.phase is not Phase.CONNECTING or core.attempt != attempt
         self.sync_session()
@@ -523,7 +553,8 @@ class CoreMachine(RuleBasedStateMachine):
         if self.rig is None:
             return
         core = self.core
-        assert core.command is self.flight
+        assert len(core.in_flight) == len(self.flights)
+        assert all(a is b for a, b in zip(core.in_flight, self.flights, strict=True))
         assert (core.state == "connected") == (core.phase is Phase.CONNECTED)
         if core.phase is Phase.CONNECTED:
             for b in self.open_boxes():
@@ -537,11 +568,12 @@ class CoreMachine(RuleBasedStateMachine):
                 assert set(boxes) == told
         else:
             assert core.routes == {}
-        in_flight = [i.confirm for i in self.flight.batch] if self.flight else []
+        in_flight = [i.confirm for c in self.flights for i in c.batch]
         waiting = [i.confirm for i in (*core.retrying, *core.outbox)]
         accounted = sorted([*self.answers, *in_flight, *waiting])
         assert accounted == sorted(self.queued), "a notify lost or doubled"
-        assert self.committed == sorted(self.committed)
+        in_order = [n for n in self.committed if n not in self.overtaken]
+        assert in_order == sorted(in_order)
         for n, ok in self.answers.items():
             assert ok == (n in self.committed)
             assert ok or n in self.excused, f"notify {n} failed with no reason"
