@@ -40,7 +40,7 @@ SELECT
         pg_get_triggerdef(oid),
         'CREATE TRIGGER pghub_upd AFTER UPDATE ON public.items REFERENCING OLD TABLE AS pghub_old '
         || 'NEW TABLE AS pghub_new FOR EACH STATEMENT EXECUTE FUNCTION '
-        || 'pghub.statement_trigger(''items'', ''id'')',
+        || 'pghub.statement_trigger(''+checked'', ''items'', ''id'')',
         'the UPDATE trigger and its transition tables'
     )
 FROM pg_trigger

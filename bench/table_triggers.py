@@ -1,0 +1,250 @@
+"""Publishing tables: what pghub's row and statement triggers cost writers.
+
+Against the PostgreSQL of ``--dsn`` (a maintenance database: it creates and drops a database of
+its own, ``pghub_bench_tables_*``, with pghub installed by the script route from this tree).
+
+    python bench/table_triggers.py single     # one writer: added µs a one-row INSERT statement
+    python bench/table_triggers.py writers    # 8 writers, one INSERT a transaction (pgbench)
+    python bench/table_triggers.py bulk       # µs a row added to 10,000-row INSERT and UPDATE
+
+"statement, old arguments" is a statement trigger written as an older publish_table wrote it
+(no '+checked'): it takes the path every statement took before, the catalog lookups included,
+so it is the "before" of the same run. Variants alternate within each round and every ratio is
+the median of the per-round ratios (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from durable import database  # this tree's pghub, in a scratch database
+
+TABLE = "CREATE TABLE {t} (id bigserial PRIMARY KEY, body text)"
+OLD_STATEMENT = """
+CREATE TRIGGER pghub_ins AFTER INSERT ON {t} REFERENCING NEW TABLE AS pghub_new
+    FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('{c}', 'id');
+CREATE TRIGGER pghub_upd AFTER UPDATE ON {t} REFERENCING OLD TABLE AS pghub_old
+    NEW TABLE AS pghub_new FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('{c}', 'id');
+"""
+VARIANTS = {
+    "unpublished": "",
+    "pg_notify row trigger": (
+        "CREATE FUNCTION t_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " PERFORM pg_notify('t_pg', NEW.id::text); RETURN NULL; END $$;"
+        " CREATE TRIGGER t AFTER INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION t_notify()"
+    ),
+    "pghub row trigger": "SELECT pghub.publish_table('{t}', '{c}', 'row')",
+    "pghub statement trigger": "SELECT pghub.publish_table('{t}', '{c}')",
+    "statement, old arguments": OLD_STATEMENT,
+}
+CHANNELS = ("t_pg", "t1", "t2", "t3", "t4")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def drain(dsn: str, stop: threading.Event) -> None:
+    """One listener on every channel, draining, as a hub would."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for channel in CHANNELS:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        while not stop.is_set():
+            for _ in conn.notifies(timeout=0.2):
+                pass
+
+
+def pgbench(dsn: str, table: str, clients: int, seconds: int) -> float:
+    """Transactions per second of ``clients`` pgbench clients inserting one row each."""
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text(f"INSERT INTO {table} (body) VALUES ('a small row');\n", encoding="utf-8")
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    done = subprocess.run(
+        [
+            "pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", str(clients),
+            "-T", str(seconds), "-h", str(info.get("host", "127.0.0.1")),
+            "-p", str(info.get("port", 5432)), "-U", str(info.get("user", "postgres")),
+            str(info["dbname"]),
+        ],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    script.unlink()
+    for line in done.stdout.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(done.stdout + done.stderr)
+
+
+def setup(dsn: str) -> dict[str, str]:
+    tables: dict[str, str] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for number, (variant, statements) in enumerate(VARIANTS.items()):
+            table = f"t{number}"
+            conn.execute(TABLE.format(t=table))
+            if statements:
+                conn.execute(statements.format(t=table, c=table))
+            tables[variant] = table
+    return tables
+
+
+def rounds_of_pgbench(dsn: str, rounds: int, seconds: int, clients: int) -> dict[str, list[float]]:
+    tables = setup(dsn)
+    stop = threading.Event()
+    helper = threading.Thread(target=drain, args=(dsn, stop))
+    helper.start()
+    results: dict[str, list[float]] = {variant: [] for variant in tables}
+    try:
+        for round_number in range(rounds):
+            order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+            for variant in order:
+                results[variant].append(pgbench(dsn, tables[variant], clients, seconds))
+            print(f"round {round_number + 1} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
+                f"{v} {results[v][-1]:.0f}" for v in tables
+            ), flush=True)  # fmt: skip
+    finally:
+        stop.set()
+        helper.join()
+    return results
+
+
+LOOP = """
+CREATE FUNCTION insert_loop(tbl regclass, n integer) RETURNS double precision
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+BEGIN
+    FOR i IN 1..n LOOP
+        EXECUTE format('INSERT INTO %s (body) VALUES (''a small row'')', tbl);
+    END LOOP;
+    RETURN extract(epoch FROM clock_timestamp() - started) * 1e6 / n;
+END $$;
+"""
+
+
+def single(admin_dsn: str, rounds: int, n: int) -> None:
+    """One writer, timed inside the server (commits are fsync-bound and too noisy here): n
+    one-row INSERT statements in a transaction that is rolled back, µs each."""
+    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
+        tables = setup(dsn)
+        results: dict[str, list[float]] = {variant: [] for variant in tables}
+        with psycopg.connect(dsn) as conn:
+            conn.execute(LOOP)
+            conn.commit()
+            for round_number in range(rounds):
+                order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+                for variant in order:
+                    row = conn.execute(
+                        "SELECT insert_loop(%s, %s)", (tables[variant], n)
+                    ).fetchone()
+                    conn.rollback()
+                    assert row is not None
+                    results[variant].append(row[0])
+        load = os.getloadavg()[0]
+    base = results["unpublished"]
+    print(f"1 writer, {n} one-row INSERT statements a round, {rounds} rounds, load {load:.1f}")
+    print("| table | µs a statement (median) | µs added by the trigger (median of rounds) |")
+    print("| --- | --- | --- |")
+    for variant, times in results.items():
+        added = median([t - b for t, b in zip(times, base, strict=True)])
+        print(f"| {variant} | {median(times):.1f} | {added:+.1f} |")
+
+
+def writers(admin_dsn: str, rounds: int, seconds: int, clients: int) -> None:
+    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
+        results = rounds_of_pgbench(dsn, rounds, seconds, clients)
+    base = results["unpublished"]
+    plain = results["pg_notify row trigger"]
+    print(f"\n{clients} writers, one INSERT a transaction, {rounds} rounds of {seconds} s")
+    print("| table | commits/s (median) | / unpublished | / pg_notify row trigger |")
+    print("| --- | --- | --- | --- |")
+    for variant, tps in results.items():
+        to_base = median([t / b for t, b in zip(tps, base, strict=True)])
+        to_plain = median([t / p for t, p in zip(tps, plain, strict=True)])
+        print(f"| {variant} | {median(tps):.0f} | {to_base:.2f}x | {to_plain:.2f}x |")
+
+
+BULK = {
+    "INSERT": "INSERT INTO {t} (id, body) SELECT g, 'x' FROM generate_series(1, {n}) AS g",
+    "UPDATE": "UPDATE {t} SET body = 'y'",
+    "UPDATE of the key": "UPDATE {t} SET id = id + {n}",
+}
+
+
+def bulk_once(dsn: str, table: str, n: int) -> dict[str, float]:
+    """Milliseconds of each statement, in one transaction rolled back."""
+    times: dict[str, float] = {}
+    with psycopg.connect(dsn) as conn:
+        for name, statement in BULK.items():
+            started = time.perf_counter()
+            conn.execute(statement.format(t=table, n=n))
+            times[name] = (time.perf_counter() - started) * 1e3
+        conn.rollback()
+    return times
+
+
+def bulk(admin_dsn: str, rounds: int, n: int) -> None:
+    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
+        tables = setup(dsn)
+        del tables["pg_notify row trigger"], tables["pghub row trigger"]
+        results: dict[str, list[dict[str, float]]] = {variant: [] for variant in tables}
+        for round_number in range(rounds):
+            order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+            for variant in order:
+                results[variant].append(bulk_once(dsn, tables[variant], n))
+        load = os.getloadavg()[0]
+    print(f"\n{n:,}-row statements, {rounds} rounds, load {load:.1f}")
+    shown = [v for v in tables if v != "unpublished"]
+    print("| statement | " + " | ".join(f"{v} (µs a row added)" for v in shown) + " | new / old |")
+    print("| --- " * (len(tables) + 1) + "|")
+    base = results["unpublished"]
+    for name in BULK:
+        added: dict[str, float] = {}
+        for variant in tables:
+            if variant != "unpublished":
+                added[variant] = median([
+                    (r[name] - b[name]) * 1e3 / n
+                    for r, b in zip(results[variant], base, strict=True)
+                ])  # fmt: skip
+        new, old = added["pghub statement trigger"], added["statement, old arguments"]
+        print(f"| {name} | {new:.2f} | {old:.2f} | {new / old:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default="host=127.0.0.1 dbname=postgres user=postgres")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("single")
+    s.add_argument("--rounds", type=int, default=7)
+    s.add_argument("--n", type=int, default=2000)
+    w = sub.add_parser("writers")
+    w.add_argument("--rounds", type=int, default=3)
+    w.add_argument("--seconds", type=int, default=10)
+    w.add_argument("--clients", type=int, default=8)
+    b = sub.add_parser("bulk")
+    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--n", type=int, default=10_000)
+    args: Any = parser.parse_args()
+    if args.command == "single":
+        single(args.dsn, args.rounds, args.n)
+    elif args.command == "writers":
+        writers(args.dsn, args.rounds, args.seconds, args.clients)
+    else:
+        bulk(args.dsn, args.rounds, args.n)
+
+
+if __name__ == "__main__":
+    main()
