@@ -716,13 +716,14 @@ BEGIN
     END IF;
     IF checked AND chunk_count = 1 THEN
         IF TG_OP = 'DELETE' THEN
-            SELECT to_jsonb(o) INTO one_row FROM pghub_old AS o;
+            SELECT to_jsonb(o.*) INTO one_row FROM pghub_old AS o;
         ELSE
-            SELECT to_jsonb(n) INTO one_row FROM pghub_new AS n;
+            SELECT to_jsonb(n.*) INTO one_row FROM pghub_new AS n;
             IF TG_OP = 'UPDATE' THEN
-                SELECT to_jsonb(o) INTO other_row FROM pghub_old AS o;
+                SELECT to_jsonb(o.*) INTO other_row FROM pghub_old AS o;
             END IF;
         END IF;
+        -- (n.* and o.*: the whole row even when a column is called n or o)
         one_key := '{}'::bigint[];
         other_key := '{}'::bigint[];
         -- jsonb_typeof is NULL for a missing column and 'string' for a text one; the pattern

@@ -1,0 +1,217 @@
+"""The statement trigger's plain path: a one-row statement on a trigger publish_table wrote.
+
+publish_table writes ``'+checked'`` before the topic; such a trigger publishes a statement that
+changed one row without a catalog query or dynamic SQL. These tests hold it to the bytes the
+set-based path sends (the same statements through a trigger written as an older publish_table
+wrote it), check that it really skips ``pghub.key_columns``, that key columns changed after
+publish_table never yield a wrong key, and that a forged ``'+checked'`` reaches nothing of the
+writer's. Helpers and fixtures come from test_triggers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from test_triggers import Listener, publish
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Transactions of statements on t (k1, k2, v, n, o; key (k2, k1)); most change one row.
+SCRIPT: list[list[str]] = [
+    ["INSERT INTO t VALUES (1, 10, 'a')"],
+    [
+        f"INSERT INTO t VALUES (-5, {INT64_MIN}, 'min')",
+        f"INSERT INTO t VALUES (7, {INT64_MAX}, 'x')",
+    ],
+    ["UPDATE t SET v = 'b' WHERE k1 = 1"],  # the key stays: one key
+    ["UPDATE t SET k2 = 3 WHERE k1 = 1"],  # new key sorts first
+    ["UPDATE t SET k2 = 30, k1 = 0 WHERE k1 = 1"],  # new key sorts last
+    ["UPDATE t SET v = 'none' WHERE k1 = 12345"],  # no row: no event
+    ["INSERT INTO t VALUES (2, 20, 'c'), (3, 30, 'd')"],  # two rows: the set-based path
+    ["UPDATE t SET v = 'e' WHERE k2 IN (20, 30)"],
+    ["INSERT INTO t VALUES (2, 20, 'again') ON CONFLICT (k2, k1) DO UPDATE SET v = 'up'"],
+    ["DELETE FROM t WHERE k1 = 7", "DELETE FROM t WHERE k1 = -5", "DELETE FROM t WHERE k1 = 9"],
+    ["DELETE FROM t"],
+]
+OLD_TRIGGERS = """
+CREATE TRIGGER pghub_ins AFTER INSERT ON t REFERENCING NEW TABLE AS pghub_new
+    FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('t', 'k2', 'k1');
+CREATE TRIGGER pghub_upd AFTER UPDATE ON t REFERENCING OLD TABLE AS pghub_old
+    NEW TABLE AS pghub_new
+    FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('t', 'k2', 'k1');
+CREATE TRIGGER pghub_del AFTER DELETE ON t REFERENCING OLD TABLE AS pghub_old
+    FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('t', 'k2', 'k1');
+"""
+
+
+@pytest.fixture
+def listen(dsn: str) -> Iterator[Any]:
+    opened: list[Listener] = []
+
+    def open_listener(channel: str) -> Listener:
+        opened.append(Listener(dsn, channel))
+        return opened[-1]
+
+    yield open_listener
+    for listener in opened:
+        listener.close()
+
+
+@pytest.fixture
+def plain_roles(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
+    """A table owner and a writer without any special right (dropped afterwards)."""
+    owner, writer = (f"pghub_plain_{who}_{os.getpid()}" for who in ("owner", "writer"))
+    for role in (owner, writer):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    yield owner, writer
+    conn.execute("RESET ROLE")
+    for role in (owner, writer):
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def run_script(conn: psycopg.Connection[Any], listener: Listener) -> list[str]:
+    payloads: list[str] = []
+    for transaction in SCRIPT:
+        with conn.transaction():
+            for statement in transaction:
+                conn.execute(statement)
+        payloads.extend(event.payload for event in listener.collect(conn))
+    return payloads
+
+
+def fresh_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("DROP TABLE IF EXISTS t")
+    # columns named as the trigger's aliases of the transition tables (n, o): not the row
+    conn.execute("CREATE TABLE t (k1 int NOT NULL, k2 bigint NOT NULL, v text, n int, o int)")
+    conn.execute("CREATE UNIQUE INDEX ON t (k2, k1)")
+
+
+def test_the_plain_path_sends_the_bytes_of_the_set_based_path(
+    conn: psycopg.Connection[Any], listen: Any
+) -> None:
+    listener = listen("t")
+    fresh_table(conn)
+    conn.execute(OLD_TRIGGERS)  # as an older publish_table wrote them: every statement set-based
+    before = run_script(conn, listener)
+    fresh_table(conn)
+    publish(conn, "t", key_columns=["k2", "k1"])
+    after = run_script(conn, listener)
+    assert after == before
+    assert len(before) == 12  # every statement that changed rows sent one event
+    assert before[0] == 'e10,1:{"op":"ins","seq":1,"part":1,"arity":2,"count":1,"parts":1,' + (
+        '"table":"public.t","total":1}'
+    )
+
+
+def key_columns_calls(conn: psycopg.Connection[Any], statement: str) -> int:
+    """How many times pghub.key_columns ran for the statement (its transaction rolled back).
+    The counts of earlier transactions may not have been flushed yet: the difference counts."""
+    query = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'pghub' AND funcname = 'key_columns'"
+    )
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        before = conn.execute(query).fetchone()
+        conn.execute(statement)
+        after = conn.execute(query).fetchone()
+    assert before is not None
+    assert after is not None
+    return int(after[0]) - int(before[0])
+
+
+def test_a_one_row_statement_looks_nothing_up(conn: psycopg.Connection[Any]) -> None:
+    fresh_table(conn)
+    conn.execute("INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b')")
+    publish(conn, "t", key_columns=["k2", "k1"])
+    for statement in (
+        "INSERT INTO t VALUES (3, 3, 'c')",
+        "UPDATE t SET k1 = 9 WHERE k1 = 1",
+        "DELETE FROM t WHERE k1 = 2",
+    ):
+        assert key_columns_calls(conn, statement) == 0, statement
+    assert key_columns_calls(conn, "UPDATE t SET v = 'z'") == 1  # two rows: set-based
+    conn.execute("SELECT pghub.unpublish_table('t')")
+    conn.execute(OLD_TRIGGERS)  # an older publish_table's trigger looks up every statement
+    assert key_columns_calls(conn, "INSERT INTO t VALUES (3, 3, 'c')") == 1
+
+
+ALTERED = [
+    pytest.param("ALTER TABLE t ALTER COLUMN n TYPE numeric", "1.5", "42804", id="numeric"),
+    pytest.param("ALTER TABLE t ALTER COLUMN n TYPE text", "'7'", "42804", id="text"),
+    pytest.param("ALTER TABLE t ALTER COLUMN n TYPE float8", "2.5", "42804", id="float"),
+    pytest.param("ALTER TABLE t RENAME COLUMN n TO m", "7", "42703", id="renamed"),
+    pytest.param("ALTER TABLE t DROP COLUMN n", None, "42703", id="dropped"),
+    pytest.param("ALTER TABLE t ALTER COLUMN n DROP NOT NULL", "NULL", "55000", id="nullable"),
+]
+
+
+@pytest.mark.parametrize(("alter", "value", "sqlstate"), ALTERED)
+def test_key_columns_changed_after_publish_give_no_wrong_key(
+    conn: psycopg.Connection[Any], listen: Any, alter: str, value: str | None, sqlstate: str
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL)")
+    publish(conn, "t", key_columns=["n"])
+    conn.execute(alter)
+    rows = [f"({i}, {value})" if value else f"({i})" for i in (1, 2, 3)]
+    # one row (the plain path), then two (the set-based path)
+    for statement in (
+        f"INSERT INTO t VALUES {rows[0]}",
+        f"INSERT INTO t VALUES {rows[1]}, {rows[2]}",
+    ):
+        with pytest.raises(psycopg.Error) as raised:
+            conn.execute(statement)
+        assert raised.value.sqlstate == sqlstate, statement
+
+
+def test_a_retyped_key_column_still_gives_the_value_it_holds(
+    conn: psycopg.Connection[Any], listen: Any
+) -> None:
+    # A one-row statement publishes the integer the column holds (never a rounded one); a
+    # statement of several rows checks the column's type, as every statement did before.
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL)")
+    publish(conn, "t", key_columns=["n"])
+    conn.execute("ALTER TABLE t ALTER COLUMN n TYPE numeric")
+    listener = listen("t")
+    conn.execute("INSERT INTO t VALUES (1, 42)")
+    assert [event.key for event in listener.collect(conn)] == [(42,)]
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("INSERT INTO t VALUES (2, 2.0), (3, 3)")
+    assert raised.value.sqlstate == "42804"
+
+
+def test_a_forged_checked_option_reaches_nothing_of_the_writer(
+    conn: psycopg.Connection[Any], listen: Any, plain_roles: tuple[str, str]
+) -> None:
+    # The owner writes '+checked' on a trigger whose transition table is not pghub_new; the
+    # writer's session has a temporary table of that name. The trigger must not read it.
+    owner, writer = (sql.Identifier(role) for role in plain_roles)
+    conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
+        sql.Identifier(conn.info.dbname), writer
+    ))  # fmt: skip
+    conn.execute(sql.SQL("SET ROLE {}").format(owner))
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    conn.execute(
+        "CREATE TRIGGER forged AFTER INSERT ON notes REFERENCING NEW TABLE AS fresh"
+        " FOR EACH STATEMENT EXECUTE FUNCTION pghub.statement_trigger('+checked', 'notes', 'id')"
+    )
+    conn.execute(sql.SQL("GRANT INSERT ON notes TO {}").format(writer))
+    listener = listen("notes")
+    conn.execute(sql.SQL("SET ROLE {}").format(writer))
+    conn.execute("CREATE TEMPORARY TABLE pghub_new (id int, secret text)")
+    conn.execute("INSERT INTO pghub_new VALUES (666, 'the writer''s own')")
+    conn.execute("INSERT INTO notes VALUES (1, 'a')")  # the set-based path: the real names
+    events = listener.collect(conn)
+    assert [(event.key, event.value["op"]) for event in events] == [((1,), "ins")]
+    conn.execute("DROP TABLE pghub_new")
+    with pytest.raises(psycopg.Error) as raised:  # no such table: the write is refused
+        conn.execute("INSERT INTO notes VALUES (2, 'b')")
+    assert raised.value.sqlstate == "42P01"
+    conn.execute("RESET ROLE")
