@@ -31,7 +31,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from durable import database  # this tree's pghub, in a scratch database
+from durable import baseline_sql, database  # this tree's pghub, in a scratch database
 
 TABLE = "CREATE TABLE {t} (id bigserial PRIMARY KEY, body text)"
 OLD_STATEMENT = """
@@ -196,31 +196,44 @@ def bulk_once(dsn: str, table: str, n: int) -> dict[str, float]:
     return times
 
 
-def bulk(admin_dsn: str, rounds: int, n: int) -> None:
-    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
+BASELINE = "e3dab07"  # the last revision before the statement trigger's plain path
+
+
+def bulk(admin_dsn: str, rounds: int, n: int, baseline: str) -> None:
+    pid = os.getpid()
+    with (
+        baseline_sql(baseline) as old_sql,
+        database(admin_dsn, f"pghub_bench_tables_{pid}") as dsn,
+        database(admin_dsn, f"pghub_bench_tables_before_{pid}", old_sql) as before_dsn,
+    ):
         tables = setup(dsn)
-        del tables["pg_notify row trigger"], tables["pghub row trigger"]
-        results: dict[str, list[dict[str, float]]] = {variant: [] for variant in tables}
+        with psycopg.connect(before_dsn, autocommit=True) as conn:
+            conn.execute(TABLE.format(t="b"))
+            conn.execute("SELECT pghub.publish_table('b')")
+        places = {
+            "unpublished": (dsn, tables["unpublished"]),
+            "pghub statement trigger": (dsn, tables["pghub statement trigger"]),
+            "statement, old arguments": (dsn, tables["statement, old arguments"]),
+            f"statement trigger at {baseline}": (before_dsn, "b"),
+        }
+        results: dict[str, list[dict[str, float]]] = {variant: [] for variant in places}
         for round_number in range(rounds):
-            order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+            order = list(places) if round_number % 2 == 0 else list(reversed(places))
             for variant in order:
-                results[variant].append(bulk_once(dsn, tables[variant], n))
+                results[variant].append(bulk_once(*places[variant], n))
         load = os.getloadavg()[0]
-    print(f"\n{n:,}-row statements, {rounds} rounds, load {load:.1f}")
-    shown = [v for v in tables if v != "unpublished"]
-    print("| statement | " + " | ".join(f"{v} (µs a row added)" for v in shown) + " | new / old |")
-    print("| --- " * (len(tables) + 1) + "|")
+    print(f"\n{n:,}-row statements, {rounds} rounds, load {load:.1f}; µs a row added")
+    shown = [v for v in places if v != "unpublished"]
+    print("| statement | " + " | ".join(shown) + " | this tree / before |")
+    print("| --- " * (len(shown) + 2) + "|")
     base = results["unpublished"]
     for name in BULK:
-        added: dict[str, float] = {}
-        for variant in tables:
-            if variant != "unpublished":
-                added[variant] = median([
-                    (r[name] - b[name]) * 1e3 / n
-                    for r, b in zip(results[variant], base, strict=True)
-                ])  # fmt: skip
-        new, old = added["pghub statement trigger"], added["statement, old arguments"]
-        print(f"| {name} | {new:.2f} | {old:.2f} | {new / old:.2f} |")
+        added = [
+            median([(r[name] - b[name]) * 1e3 / n for r, b in zip(results[v], base, strict=True)])
+            for v in shown
+        ]
+        cells = " | ".join(f"{a:.2f}" for a in added)
+        print(f"| {name} | {cells} | {added[0] / added[-1]:.2f} |")
 
 
 def main() -> None:
@@ -237,13 +250,14 @@ def main() -> None:
     b = sub.add_parser("bulk")
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--n", type=int, default=10_000)
+    b.add_argument("--baseline", default=BASELINE)
     args: Any = parser.parse_args()
     if args.command == "single":
         single(args.dsn, args.rounds, args.n)
     elif args.command == "writers":
         writers(args.dsn, args.rounds, args.seconds, args.clients)
     else:
-        bulk(args.dsn, args.rounds, args.n)
+        bulk(args.dsn, args.rounds, args.n, args.baseline)
 
 
 if __name__ == "__main__":

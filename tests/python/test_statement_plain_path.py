@@ -11,13 +11,19 @@ writer's. Helpers and fixtures come from test_triggers.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from test_triggers import Listener, publish
+
+from pghub.install import install
+
+REPO = Path(__file__).resolve().parents[2]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -215,3 +221,59 @@ def test_a_forged_checked_option_reaches_nothing_of_the_writer(
         conn.execute("INSERT INTO notes VALUES (2, 'b')")
     assert raised.value.sqlstate == "42P01"
     conn.execute("RESET ROLE")
+
+
+BEFORE_PLAIN_PATH = "e3dab07"  # the last revision whose publish_table wrote no '+checked'
+
+
+def test_an_install_from_before_the_plain_path_is_refreshed_in_place(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # A script install of the previous 0.3 with a published table; `pghub install` of this
+    # tree refreshes it (same version), the old triggers keep working, publish_table again
+    # rewrites them with '+checked'.
+    for name in ("pghub.control", "pghub--0.3.sql"):
+        shown = subprocess.run(
+            ["git", "show", f"{BEFORE_PLAIN_PATH}:sql/{name}"],
+            cwd=REPO, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        if shown.returncode != 0:
+            pytest.skip(f"no git history here: {shown.stderr.strip()}")
+        (tmp_path / name).write_text(shown.stdout, encoding="utf-8")
+    name = f"pghub_plain_upgrade_{os.getpid()}"
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = psycopg.conninfo.make_conninfo(conn.info.dsn, dbname=name)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as old:
+            assert install(old, sql_dir=tmp_path).action == "installed"
+            old.execute("CREATE TABLE t (id int PRIMARY KEY)")
+            publish(old, "t")
+            assert install(old).action == "refreshed"
+            listener = Listener(dsn, "t")
+            try:
+                definition = (
+                    "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'pghub_ins'"
+                )
+                row = old.execute(definition).fetchone()
+                assert row is not None
+                assert "'+checked'" not in row[0]
+                assert key_columns_calls(old, "INSERT INTO t VALUES (1)") == 1  # as before
+                old.execute("INSERT INTO t VALUES (1)")
+                publish(old, "t")
+                row = old.execute(definition).fetchone()
+                assert row is not None
+                assert "statement_trigger('+checked', 't', 'id')" in row[0]
+                assert key_columns_calls(old, "INSERT INTO t VALUES (2)") == 0
+                old.execute("INSERT INTO t VALUES (2)")
+                assert [event.payload for event in listener.collect(old)] == [
+                    f'e{i}:{{"op":"ins","seq":1,"part":1,"arity":1,"count":1,"parts":1,'
+                    f'"table":"public.t","total":1}}'
+                    for i in (1, 2)
+                ]
+            finally:
+                listener.close()
+    finally:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
