@@ -11,14 +11,20 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
+import psycopg
 import pytest
 from corekit import LOG, Rig
+from psycopg import pq
 
 from pghub._core import FirstConnect, Phase
 from pghub._inbox import Inbox
 from pghub._lifecycle import Lifecycle
 from pghub._options import HubOptions
+from pghub._outbox import NOTIFY_ONE
+from pghub._session import CommandError, Session
 from pghub._waitroom import WaitingRoom
 from pghub.errors import ConnectFailed, HubForked, HubStopped, SendQueueFull
 
@@ -335,3 +341,74 @@ def test_a_caller_waiting_for_room_hears_the_stop() -> None:
 
 def _raise_full() -> None:
     raise _full()
+
+
+# --- the session, on the server ---------------------------------------------------------------
+
+
+def _wait_for(session: Session, what: str | None, deadline: float) -> None:
+    events = select.POLLIN if what in (None, "read") else select.POLLOUT
+    poller = select.poll()
+    poller.register(session.fileno(), events)
+    left = deadline - time.monotonic()
+    assert left > 0, "the session took too long"
+    poller.poll(left * 1000)
+
+
+def _connected(dsn: str) -> Session:
+    session = Session(dsn)
+    deadline = time.monotonic() + 10
+    while (waiting := session.poll_connect()) is not None:
+        _wait_for(session, waiting, deadline)
+    return session
+
+
+def _answers(session: Session, count: int) -> list[list[CommandError | None]]:
+    """The next ``count`` commands' results, read as the engine reads them (bounded)."""
+    deadline = time.monotonic() + 10
+    while not session.flush():
+        _wait_for(session, "write", deadline)
+    finished: list[list[CommandError | None]] = []
+    while len(finished) < count:
+        _wait_for(session, "read", deadline)
+        finished += session.read()
+    return finished
+
+
+@pytest.mark.parametrize("with_pghub", [True, False])
+def test_the_session_sets_up_pghub_and_the_prepared_statements(
+    dsn: str, empty_database: Callable[[], str], with_pghub: bool
+) -> None:
+    session = _connected(dsn if with_pghub else empty_database())
+    try:
+        assert session.has_pghub is with_pghub
+        names = {b"pghub_notify_one", b"pghub_notify_many"}
+        if with_pghub:
+            names |= {b"pghub_journal_one", b"pghub_journal_many"}
+        assert set(session._prepared.values()) == names
+        assert session.pgconn.pipeline_status == pq.PipelineStatus.OFF  # the set-up is over
+    finally:
+        session.close()
+
+
+def test_notify_batches_are_pipelined_each_in_its_own_transaction(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Two notifies in flight at once, answered in order; the first refused (too long for a
+    plain topic) spoils nothing of the second, which commits; a simple query (LISTEN) goes
+    out after them."""
+    conn.execute('LISTEN "piped"')
+    session = _connected(dsn)
+    try:
+        session.send(NOTIFY_ONE, [b"piped", b"x" * 9000])
+        session.send(NOTIFY_ONE, [b"piped", b"second"])  # before the first is answered
+        first, second = _answers(session, 2)
+        assert len(first) == 1
+        assert isinstance(first[0], CommandError)
+        assert second == [None]
+        heard = [n.payload for n in conn.notifies(timeout=5, stop_after=1)]
+        assert heard == ["second"]
+        session.send(b'LISTEN "other"')
+        assert _answers(session, 1) == [[None]]
+    finally:
+        session.close()
