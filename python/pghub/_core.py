@@ -59,9 +59,11 @@ Invariants it keeps:
 - A notify is answered exactly once: True after its command succeeded; False when refused
   alone, when stopping, or when lost after it went out whole (it may have committed, so it
   is never sent again). A refused batch is retried one notify at a time; a batch that never
-  went out whole goes back to the head of the queue. Order is kept throughout, but for one
-  case: the notifies of a refused batch are retried after the batches sent behind it while
-  it was in flight (those may have committed already).
+  went out whole goes back to the head of the queue. An event over 7,999 bytes (which a
+  plain topic refuses, a durable one journals) goes in a batch of its own with nothing else
+  in flight. Order is kept throughout, but for one case: the notifies of a batch refused for
+  another reason (a full NOTIFY queue, say) are retried after the batches sent behind it
+  while it was in flight (those may have committed already).
 - A mailbox hears CONNECT/RECONNECT only when every channel it was told SUBSCRIBE for is
   listened to again; SUBSCRIBE only once the LISTEN took effect; DISCONNECT only after it
   heard CONNECT/RECONNECT; exactly one final advisory (CLOSE or STOP), last.
@@ -83,7 +85,7 @@ from typing import NamedTuple, Protocol
 from ._backoff import Backoff
 from ._log import HubLog, Log
 from ._options import HubOptions
-from ._outbox import Outgoing, notify_statement, take_batch
+from ._outbox import Outgoing, notify_statement, oversized, take_batch
 from ._subscriptions import Subscriptions
 from .errors import SendQueueFull
 from .events import Action, Advisory, Event
@@ -410,7 +412,7 @@ class Core:
         if self.in_flight:
             # Behind notifies in flight only another batch of the outbox: whatever else is
             # owed (LISTEN changes first, a retry alone) waits for their answers.
-            if not sendable or self._solo or self._subs.pending():
+            if not sendable or self._solo or self._subs.pending() or oversized(self.outbox[0]):
                 return None
             return self._send_batch(deadline, sendable)
         if self._setup_pending:
@@ -451,7 +453,8 @@ class Core:
             self.options.batch_max_chars,
         )
         query, params = notify_statement(batch)
-        return self._issue(Command(Kind.NOTIFY, deadline, query, params, batch=batch))
+        alone = len(batch) == 1 and oversized(batch[0])  # nothing goes behind it either
+        return self._issue(Command(Kind.NOTIFY, deadline, query, params, batch=batch, alone=alone))
 
     def _issue(self, command: Command) -> Command:
         self.in_flight.append(command)

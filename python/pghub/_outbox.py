@@ -22,8 +22,22 @@ class Outgoing(NamedTuple):
     confirm: Any  # whatever the hub that queued it resolves: a callback, a future
 
 
+#: The NOTIFY payload limit. An event over it is journaled whole on a durable topic and refused
+#: on a plain one, which only the server knows.
+MAX_NOTIFY_BYTES = 7999
+
+
+def oversized(item: Outgoing) -> bool:
+    """The event's payload is over :data:`MAX_NOTIFY_BYTES`: the server may refuse it. Such an
+    event is sent in a batch of its own, with nothing else in flight (``_core``), so that its
+    refusal never holds back nor reorders any other event. (Characters are at most 4 bytes.)"""
+    payload = item.payload
+    return len(payload) * 4 > MAX_NOTIFY_BYTES and len(payload.encode()) > MAX_NOTIFY_BYTES
+
+
 def take_batch(queue: deque[Outgoing], max_items: int, max_chars: int) -> list[Outgoing]:
-    """Pop the longest run from the head of ``queue`` that may share one transaction.
+    """Pop the longest run from the head of ``queue`` that may share one transaction: an
+    oversized event (see :func:`oversized`) alone, and never with others.
 
     Only the caller pops from ``queue``; other threads may append meanwhile.
     """
@@ -38,6 +52,10 @@ def take_batch(queue: deque[Outgoing], max_items: int, max_chars: int) -> list[O
             break  # PostgreSQL would fold it into the earlier one
         size += len(item.payload)
         if batch and size > max_chars:
+            break
+        if oversized(item):
+            if not batch:
+                batch.append(queue.popleft())
             break
         queue.popleft()
         batch.append(item)

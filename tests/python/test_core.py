@@ -26,7 +26,7 @@ from pghub._core import (
     Transition,
     Trigger,
 )
-from pghub._outbox import NOTIFY_MANY, NOTIFY_ONE
+from pghub._outbox import NOTIFY_MANY, NOTIFY_ONE, Outgoing
 from pghub._router import Router, json_copy
 from pghub.errors import SendQueueFull
 from pghub.events import Event
@@ -645,6 +645,45 @@ def test_a_refused_batch_in_a_pipeline_is_retried_alone_after_the_batch_behind_i
     assert [i.confirm for i in r.send().batch] == [5]
     r.answer()
     assert r.answered() == {1: True, 2: False, 3: True, 4: True, 5: True}
+
+
+def big(n: int) -> Outgoing:
+    """A notify over 7,999 bytes (a plain topic refuses it, a durable one journals it)."""
+    return Outgoing("a", "x" * 8000 + str(n), n, n)
+
+
+def test_an_event_that_may_not_fit_goes_alone_with_nothing_else_in_flight() -> None:
+    """Its refusal (a plain topic) must not make the events after it overtake those before
+    it: it is not pipelined behind a batch, nor a batch behind it, nor batched with others."""
+    r = Rig()
+    r.up()
+    r.core.notify([item(1), item(2), big(3), item(4), item(5)])
+    first = r.send()
+    assert [i.confirm for i in first.batch] == [1, 2]
+    assert r.core.next_command(r.now) is None  # not behind the batch in flight
+    r.answer()
+    alone = r.send()
+    assert [i.confirm for i in alone.batch] == [3]
+    assert alone.alone
+    assert r.core.next_command(r.now) is None  # nothing behind it
+    r.answer(Refused("54000", "payload string too long"))
+    rest = r.send()
+    assert [i.confirm for i in rest.batch] == [4, 5]
+    r.answer()
+    assert list(r.answers) == [(1, True), (2, True), (3, False), (4, True), (5, True)]
+
+
+def test_a_multibyte_payload_over_the_limit_in_bytes_goes_alone() -> None:
+    r = Rig()
+    r.up()
+    wide = Outgoing("a", "é" * 4000, 2, 2)  # 4,000 characters, 8,000 bytes
+    narrow = Outgoing("a", "e" * 7999, 3, 3)  # fits exactly
+    r.core.notify([item(1), wide, narrow, item(4)])
+    assert [i.confirm for i in r.send().batch] == [1]
+    r.answer()
+    assert [i.confirm for i in r.send().batch] == [2]
+    r.answer()
+    assert [i.confirm for i in r.send().batch] == [3, 4]
 
 
 def test_two_refused_batches_in_a_pipeline_are_retried_in_their_order() -> None:
