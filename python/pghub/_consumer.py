@@ -470,7 +470,29 @@ class Consumer(BaseConsumer):
     def _give(self, events: Iterable[Event], callback: Callback) -> int:
         """Deliver a batch; how many of its events were given to the callback."""
         given = 0
-        for function, argument in self._calls(events, callback):
+        remaining = iter(events)
+        if self._resync is None:
+            # The common case without a generator step per event (about 0.45 us a delivery
+            # of the 0.76 us _calls costs): ordinary events of an open consumer owing no
+            # resync go straight to the callback. The first event that is anything else (an
+            # advisory; any event once the consumer is closed) and the rest go through _calls.
+            stopped: Event | None = None
+            try:
+                for event in remaining:
+                    if event[0] is None or self._closed:
+                        stopped = event
+                        break
+                    given += 1
+                    try:
+                        callback(event)
+                    except Exception:
+                        self._call_failed(callback, event)
+            finally:
+                self.delivered += given
+            if stopped is None:
+                return given
+            remaining = itertools.chain((stopped,), remaining)
+        for function, argument in self._calls(remaining, callback):
             given += function is callback
             try:
                 function(argument)

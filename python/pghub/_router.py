@@ -105,20 +105,22 @@ class Router:
         mailboxes now at least half full (the core may pause reading for them).
 
         Consecutive notifications on one channel form a run, which each of its mailboxes
-        gets in one step; a mailbox's events keep the server's order, across channels too.
+        gets in one step; so do consecutive notifications on channels whose only mailbox is
+        the same (one consumer of ten topics round-robin: one run, not one per event). A
+        mailbox's events keep the server's order, across channels too.
         """
         routes = self._routes
         counters = self._counters
         decode = self._decode
         new = tuple.__new__  # Event(...) without the named tuple's Python-level __new__
-        runs: list[tuple[str, list[Event], list[_Copy | None]]] = []
-        run_channel = None
+        runs: list[tuple[tuple[MailboxLike, ...], list[Event], list[_Copy | None]]] = []
+        run_target: object = None  # the run's mailbox when it has one, else its mailboxes
         events: list[Event] = []
         copiers: list[_Copy | None] = []
         for n in notifies:
             channel = n.relname.decode()
             mailboxes = routes.get(channel)
-            if mailboxes is None:
+            if not mailboxes:
                 continue  # left over from an UNLISTEN, or a channel nobody wants any more
             key: tuple[int, ...]
             if channel == WAKE_CHANNEL:
@@ -141,15 +143,17 @@ class Router:
                     )
                     continue
                 counters.events_received += 1
-            if channel != run_channel:
-                run_channel, events, copiers = channel, [], []
-                runs.append((channel, events, copiers))
+            shared = len(mailboxes) > 1
+            target = mailboxes if shared else mailboxes[0]
+            if target is not run_target:
+                run_target, events, copiers = target, [], []
+                runs.append((mailboxes, events, copiers))
             events.append(new(Event, (channel, key, value)))
-            copiers.append(copier(value) if len(mailboxes) > 1 else None)
+            copiers.append(copier(value) if shared else None)
         pending: dict[MailboxLike, list[Event]] = {}
-        for channel, events, copiers in runs:
+        for mailboxes, events, copiers in runs:
             mutable = any(copiers)
-            for i, mailbox in enumerate(routes[channel]):
+            for i, mailbox in enumerate(mailboxes):
                 keys: _Keys | None = getattr(mailbox, "keys", None)  # test doubles have none
                 if keys is None:
                     theirs, their_copiers = events, copiers

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import itertools
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from types import TracebackType
@@ -189,7 +190,33 @@ class AsyncConsumer(BaseConsumer):
     async def _give(self, events: Iterable[Event], callback: Callable[[Event], Any]) -> int:
         """Deliver a batch; how many of its events were given to the callback."""
         given = 0
-        for function, argument in self._calls(events, callback):
+        remaining = iter(events)
+        if self._resync is None:
+            # As pghub.Consumer._give: ordinary events of an open consumer owing no resync
+            # go straight to the callback; the first other event and the rest through _calls.
+            stopped: Event | None = None
+            try:
+                for event in remaining:
+                    if event[0] is None or self._closed:
+                        stopped = event
+                        break
+                    given += 1
+                    try:
+                        result = callback(event)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                    except asyncio.CancelledError:
+                        if _being_cancelled():
+                            raise
+                        self._call_failed(callback, event)
+                    except Exception:
+                        self._call_failed(callback, event)
+            finally:
+                self.delivered += given
+            if stopped is None:
+                return given
+            remaining = itertools.chain((stopped,), remaining)
+        for function, argument in self._calls(remaining, callback):
             given += function is callback
             try:
                 result = function(argument)
