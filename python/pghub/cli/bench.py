@@ -14,7 +14,7 @@ import os
 
 import psycopg
 
-from ..tools.bench.scenarios import MEMORY_EVENTS, PEERS, SCENARIOS
+from ..tools.bench.scenarios import DURABLE, MEMORY_EVENTS, PEERS, SCENARIOS
 from ._common import CliError, Exit, first_line, remember_secrets
 
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -33,8 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[*SCENARIOS, "memory"],
-        help="run only this scenario (repeatable); 'memory' runs only when named",
+        choices=[*SCENARIOS, *DURABLE, "memory"],
+        help="run only this scenario (repeatable); 'memory' runs only when named, the durable "
+        "ones (a database of their own each, once a run) in a full run or when named",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small workloads, one run (about a minute)"
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = runner.run(
             dsn,
-            scenarios=args.scenario or SCENARIOS,
+            scenarios=args.scenario or (SCENARIOS if args.quick else (*SCENARIOS, *DURABLE)),
             quick=args.quick,
             runs=args.runs,
             memory_events=args.memory_events,
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(peers)
     if "memory" in result:
         print(report.memory_lines(result["memory"]))
+    if result.get("durable"):
+        print(report.durable_lines(result["durable"]))
     if args.json:
         try:
             with open(args.json, "w") as f:

@@ -23,7 +23,7 @@ class Progress:
         self._shown_at = 0.0
 
     def start(self, scenario: str, side: str, expected: int, shared: Any) -> None:
-        self.label = f"{scenario} {side}"
+        self.label = f"{scenario} {side}".rstrip()
         self.expected, self.sent_count, self.shared = expected, 0, shared
 
     def phase(self, what: str) -> None:
@@ -55,10 +55,9 @@ class Progress:
             return
         self._shown_at = time.monotonic()
         received = self.shared.value if self.shared is not None else 0
-        line = (
-            f"{self.run}{self.label}: {self.what}, sent {self.sent_count:,}, "
-            f"received {received:,} of {self.expected:,}"
-        )
+        line = f"{self.run}{self.label}: {self.what}"
+        if self.expected:  # not the durable scenarios, which name their phases only
+            line += f", sent {self.sent_count:,}, received {received:,} of {self.expected:,}"
         if self.live:
             self.stream.write("\r\x1b[K" + line)
         else:

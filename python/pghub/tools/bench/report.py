@@ -98,7 +98,105 @@ def incomplete(result: dict[str, Any]) -> bool:
         for entry in result["scenarios"].values()
         for side in entry["sides"]
     )
-    return lost or bool("memory" in result and result["memory"]["lost"])
+    memory_lost = bool("memory" in result and result["memory"]["lost"])
+    return lost or memory_lost or durable_incomplete(result.get("durable", {}))
+
+
+# --- durable scenarios (issue 13) -----------------------------------------------------------
+
+
+def durable_targets(scenario: str, figures: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue 13's targets: True met, False missed, None not measured (skipped)."""
+
+    def at_least(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value >= bound
+
+    def at_most(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value <= bound
+
+    if scenario == "durable-replay":
+        return {"hub >= 100,000 events/s": at_least(figures.get("hub_events_per_s"), 100_000)}
+    if scenario == "durable-latency":
+        commit, tick = figures.get("commit", {}), figures.get("tick", {})
+        return {
+            "commit p50 <= 1 ms": at_most(commit.get("p50_ms"), 1.0),
+            "commit p99 <= 3 ms": at_most(commit.get("p99_ms"), 3.0),
+            "tick p50 <= 5 ms": at_most(tick.get("p50_ms"), 5.0),
+            "tick p99 <= 20 ms": at_most(tick.get("p99_ms"), 20.0),
+        }
+    if scenario == "durable-writers":
+        ratio = figures.get("ratio", {})
+        return {
+            "tick >= 0.6x unpublished": at_least(ratio.get("durable, tick"), 0.6),
+            "commit mode >= pg_notify trigger": at_least(figures.get("commit_over_pg_notify"), 1.0),
+        }
+    if scenario == "durable-large":
+        whole = figures.get("whole_and_in_order")
+        return {"arrives whole, in order": None if whole is None else bool(whole)}
+    return {}
+
+
+def durable_incomplete(entries: dict[str, Any]) -> bool:
+    """True when a durable scenario lost events or the large event came wrong."""
+    for scenario, entry in entries.items():
+        figures = entry["figures"]
+        if entry["skipped"]:
+            continue
+        if scenario == "durable-latency" and any(
+            figures[w]["received"] != figures[w]["sent"] for w in ("commit", "tick")
+        ):
+            return True
+        if scenario == "durable-large" and not figures.get("whole_and_in_order", True):
+            return True
+    return False
+
+
+def durable_lines(entries: dict[str, Any]) -> str:
+    """One block per durable scenario: its figures, its time, its targets."""
+    lines: list[str] = []
+    for scenario, entry in entries.items():
+        f = entry["figures"]
+        head = f"{scenario} ({entry['seconds']:.0f} s)"
+        if entry["skipped"]:
+            lines.append(f"{head}: skipped: {entry['skipped']}")
+            continue
+        if scenario == "durable-replay":
+            lines.append(
+                f"{head}: {f['events']:,} events committed while the named consumer was "
+                f"stopped ({f['fill_s']:.0f} s): hub {f['hub_events_per_s']:,.0f} events/s, "
+                f"raw psycopg {f['raw_events_per_s']:,.0f} events/s, hub/raw "
+                f"{f['hub_over_raw']:.2f}x"
+            )
+        elif scenario == "durable-latency":
+            lines.append(f"{head}: {f['rate']:,.0f} events/s to a named durable consumer")
+            for wake in ("commit", "tick"):
+                w = f[wake]
+                lines.append(
+                    f"  {wake:<6} mode: {w['received']:,} of {w['sent']:,}, p50 "
+                    f"{_fmt(w['p50_ms'], 'p50_ms')} ms, p99 {_fmt(w['p99_ms'], 'p99_ms')} ms, "
+                    f"max {_fmt(w['max_ms'], 'p99_ms')} ms"
+                )
+        elif scenario == "durable-writers":
+            lines.append(
+                f"{head}: {f['writers']} writers (processes), one INSERT a transaction, "
+                f"{f['rounds']} round(s) of {f['seconds']:g} s a variant; commits/s, median "
+                f"of the rounds' ratios to unpublished"
+            )
+            for variant, rate in f["commits_per_s"].items():
+                lines.append(f"  {variant:<22} {rate:>9,.0f}/s {f['ratio'][variant]:>6.2f}x")
+            lines.append(f"  durable commit / pg_notify trigger: {f['commit_over_pg_notify']:.2f}x")
+        elif scenario == "durable-large":
+            lines.append(
+                f"{head}: {f['bytes']:,}-byte event between four small ones: "
+                f"{f['received']} of 5 received, whole and in order: "
+                f"{'yes' if f['whole_and_in_order'] else 'NO'}; "
+                f"the large one in {_fmt(f['large_ms'], 'p50_ms')} ms, all in "
+                f"{_fmt(f['all_ms'], 'p50_ms')} ms"
+            )
+        for target, met in entry["targets"].items():
+            state = "not measured" if met is None else ("met" if met else "MISSED")
+            lines.append(f"  target {target}: {state}")
+    return "\n".join(lines)
 
 
 # --- output ---------------------------------------------------------------------------------

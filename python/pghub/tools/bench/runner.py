@@ -21,11 +21,13 @@ from typing import Any
 
 import psycopg
 
+from . import durable
 from .listeners import listener_main
 from .peers import NodeListener, Peer, find
 from .progress import Progress
-from .report import summarize
+from .report import durable_targets, summarize
 from .scenarios import (
+    DURABLE,
     MEMORY_EVENTS,
     MEMORY_WARMUP,
     PEER_SCENARIOS,
@@ -35,6 +37,7 @@ from .scenarios import (
     Measurement,
     Workload,
     channels_of,
+    durable_sizes,
     memory_workload,
     workloads,
 )
@@ -246,5 +249,15 @@ def run(
     if "memory" in scenarios:
         progress.run = ""
         result["memory"] = memory_check(dsn, progress, memory_events)
+    chosen = [s for s in DURABLE if s in scenarios]
+    if chosen:  # once, whatever --runs: each takes its own database and minutes in a full run
+        progress.run = ""
+        sizes_of_durable = durable_sizes(quick)
+        result["durable_sizes"] = asdict(sizes_of_durable)
+        result["durable"] = {}
+        for scenario in chosen:
+            entry = durable.run_scenario(scenario, dsn, sizes_of_durable, progress)
+            entry["targets"] = durable_targets(scenario, entry["figures"])
+            result["durable"][scenario] = entry
     result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 SCENARIOS = ("single", "burst", "drain", "drain10", "paced", "paced10k", "fanout", "large")
+# Durable topics (issue 13): through pghub only, once a run, each in a database of its own
+# (durable.py). The full run includes them; --quick only when named with --scenario.
+DURABLE = ("durable-replay", "durable-latency", "durable-writers", "durable-large")
 PACED = ("paced", "paced10k")  # the latency scenarios: 1,000 and 10,000 events a second
 SIDES = ("baseline", "pghub")  # every scenario runs on both
 # Listeners a user would pick instead of pghub (issue 11), measured where the listener alone
@@ -115,3 +118,23 @@ def event_value(n: int, pad: int) -> dict[str, Any]:
 def baseline_payload(n: int, value: dict[str, Any]) -> str:
     """The payload a hand-written sender builds: ``e<key>:<json>``."""
     return f"e{n}:" + json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class DurableSizes:
+    """The sizes of the durable scenarios."""
+
+    replay_events: int  # committed while the named consumer is stopped
+    latency_seconds: float  # of each mode, commit then tick
+    writer_rounds: int  # each round runs every variant, in alternating order
+    writer_seconds: float  # of each variant in a round
+    latency_rate: float = 1000.0  # events a second
+    writers: int = 8  # processes, one INSERT a transaction
+    large_bytes: int = 1_000_000  # the large event's padding
+
+
+def durable_sizes(quick: bool) -> DurableSizes:
+    """Full: about 4 minutes in all on two busy cores (docs/performance.md); quick: seconds."""
+    if quick:
+        return DurableSizes(20_000, latency_seconds=2, writer_rounds=1, writer_seconds=2)
+    return DurableSizes(1_000_000, latency_seconds=10, writer_rounds=3, writer_seconds=8)
