@@ -704,26 +704,28 @@ BEGIN
             OR (pg_catalog.to_regclass('pg_temp.pghub_new') IS NULL
                 AND pg_catalog.to_regclass('pg_temp.pghub_old') IS NULL));
     IF checked THEN
+        -- One query: the first row (only it goes through to_jsonb) and whether there is a
+        -- second (an uncorrelated EXISTS, run once). n.* and o.*: the whole row even when a
+        -- column is called n or o.
         IF TG_OP = 'DELETE' THEN
-            PERFORM FROM pghub_old LIMIT 2;
+            SELECT to_jsonb(o.*), EXISTS (SELECT FROM pghub_old OFFSET 1)
+            INTO one_row, checked
+            FROM pghub_old AS o;
         ELSE
-            PERFORM FROM pghub_new LIMIT 2;
+            SELECT to_jsonb(n.*), EXISTS (SELECT FROM pghub_new OFFSET 1)
+            INTO one_row, checked
+            FROM pghub_new AS n;
         END IF;
-        GET DIAGNOSTICS chunk_count = ROW_COUNT;
-        IF chunk_count = 0 THEN
+        IF NOT FOUND THEN
             RETURN NULL;  -- no row: no event, as below
         END IF;
+        checked := NOT checked;  -- one row only
     END IF;
-    IF checked AND chunk_count = 1 THEN
-        IF TG_OP = 'DELETE' THEN
-            SELECT to_jsonb(o.*) INTO one_row FROM pghub_old AS o;
-        ELSE
-            SELECT to_jsonb(n.*) INTO one_row FROM pghub_new AS n;
-            IF TG_OP = 'UPDATE' THEN
-                SELECT to_jsonb(o.*) INTO other_row FROM pghub_old AS o;
-            END IF;
+    IF checked THEN
+        IF TG_OP = 'UPDATE' THEN
+            SELECT to_jsonb(o.*) INTO other_row FROM pghub_old AS o;
         END IF;
-        -- (n.* and o.*: the whole row even when a column is called n or o)
+        chunk_count := 1;
         one_key := '{}'::bigint[];
         other_key := '{}'::bigint[];
         -- jsonb_typeof is NULL for a missing column and 'string' for a text one; the pattern
