@@ -9,16 +9,22 @@ dependency is missing (.ci/run installs both).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from pghub import encode_payload
+from pghub.cli import bench as bench_cli
 from pghub.cli import main as cli_main
-from pghub.tools.bench import peers, report, runner, scenarios
+from pghub.tools.bench import durable, peers, report, runner, scenarios
 from pghub.tools.bench.progress import Progress
 from pghub.tools.bench.scenarios import Measurement, Workload
 
@@ -287,3 +293,128 @@ def test_peer_ratios_targets_and_table() -> None:
     ]
     # Without the drain scenarios there is nothing to compare.
     assert report.peers_table({"scenarios": {}, "peers": {}}) == ""
+
+
+# --- durable scenarios (issue 13) -----------------------------------------------------------
+
+TINY = scenarios.DurableSizes(
+    2_000, latency_seconds=0.5, writer_rounds=2, writer_seconds=0.5, writers=2
+)
+
+
+def _bench_databases(server_dsn: str) -> list[str]:
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s",
+            [f"pghub\\_bench\\_durable\\_%\\_{os.getpid()}"],
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _run_durable(scenario: str, server_dsn: str) -> dict[str, Any]:
+    entry = durable.run_scenario(scenario, server_dsn, TINY, Progress(enabled=False))
+    if entry["skipped"]:
+        pytest.skip(f"{scenario}: {entry['skipped']}")
+    assert _bench_databases(server_dsn) == []  # its database is dropped
+    entry["targets"] = report.durable_targets(scenario, entry["figures"])
+    assert set(entry["targets"]) == set(report.durable_targets(scenario, {}))
+    assert all(met is not None for met in entry["targets"].values())
+    text = report.durable_lines({scenario: entry})
+    assert text.startswith(f"{scenario} (")
+    assert "not measured" not in text
+    return entry
+
+
+def test_durable_replay_counts_every_event(server_dsn: str) -> None:
+    f = _run_durable("durable-replay", server_dsn)["figures"]
+    assert f["events"] == TINY.replay_events
+    assert f["hub_events_per_s"] == pytest.approx(TINY.replay_events / f["hub_s"])
+    assert f["hub_over_raw"] == pytest.approx(f["hub_events_per_s"] / f["raw_events_per_s"])
+
+
+@pytest.mark.slow
+def test_durable_latency_both_modes(server_dsn: str) -> None:
+    entry = _run_durable("durable-latency", server_dsn)
+    for wake in ("commit", "tick"):
+        w = entry["figures"][wake]
+        assert w["sent"] == w["received"] == 500
+        assert 0 < w["p50_ms"] <= w["p99_ms"] <= w["max_ms"]
+        assert 0 < w["writer_p50_ms"] <= w["writer_p99_ms"]
+    assert not report.durable_incomplete({"durable-latency": entry})
+
+
+@pytest.mark.slow
+def test_durable_writers_every_variant(server_dsn: str) -> None:
+    f = _run_durable("durable-writers", server_dsn)["figures"]
+    assert set(f["commits_per_s"]) == set(durable.WRITER_VARIANTS)
+    for variant, rounds in f["rounds_commits_per_s"].items():
+        assert len(rounds) == TINY.writer_rounds
+        assert all(rate > 0 for rate in rounds)
+        assert f["commits_per_s"][variant] == pytest.approx(statistics.median(rounds))
+    assert f["ratio"]["unpublished"] == 1.0
+
+
+def test_durable_large_event_arrives_whole_in_order(server_dsn: str) -> None:
+    entry = _run_durable("durable-large", server_dsn)
+    f = entry["figures"]
+    assert f["confirmed"] is True
+    assert f["received"] == 5
+    assert f["whole_and_in_order"] is True
+    assert entry["targets"] == {"arrives whole, in order": True}
+    assert 0 < f["large_ms"] <= f["all_ms"]
+
+
+def test_durable_scenario_skipped_without_the_extension(
+    server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server without pghub: the scenario says so, creates nothing, and the run succeeds."""
+    monkeypatch.setattr(durable, "EXTENSION", "pghub_not_on_this_server")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--no-progress", "--dsn", server_dsn, "--json", str(out)]
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    assert cli_main([*argv, "--scenario", "durable-large"]) == 0
+    result = json.loads(out.read_text())
+    entry = result["durable"]["durable-large"]
+    assert "no 'pghub_not_on_this_server' extension" in entry["skipped"]
+    assert entry["targets"] == {"arrives whole, in order": None}
+    assert result["scenarios"] == {}
+    assert "durable-large (" in buffer.getvalue()
+    assert "s): skipped: the server has no 'pghub_not_on_this_server'" in buffer.getvalue()
+    assert _bench_databases(server_dsn) == []
+
+
+def test_durable_scenarios_only_in_a_full_run_or_named() -> None:
+    parser = argparse.ArgumentParser()
+    bench_cli.configure(parser)
+    assert parser.parse_args(["--scenario", "durable-replay"]).scenario == ["durable-replay"]
+    assert bench_cli.scenarios_of(parser.parse_args([])) == (
+        *scenarios.SCENARIOS,
+        *scenarios.DURABLE,
+    )
+    assert bench_cli.scenarios_of(parser.parse_args(["--quick"])) == scenarios.SCENARIOS
+
+
+def test_durable_targets() -> None:
+    met = {
+        "hub_events_per_s": 100_000.0,
+        "commit": {"p50_ms": 1.0, "p99_ms": 3.0},
+        "tick": {"p50_ms": 5.0, "p99_ms": 20.0},
+        "ratio": {"durable, tick": 0.6},
+        "commit_over_pg_notify": 1.0,
+        "whole_and_in_order": True,
+    }
+    for scenario in scenarios.DURABLE:
+        assert all(report.durable_targets(scenario, met).values()), scenario
+    missed = {
+        "hub_events_per_s": 99_999.0,
+        "commit": {"p50_ms": 1.01, "p99_ms": 3.01},
+        "tick": {"p50_ms": 5.01, "p99_ms": 20.01},
+        "ratio": {"durable, tick": 0.59},
+        "commit_over_pg_notify": 0.99,
+        "whole_and_in_order": False,
+    }
+    for scenario in scenarios.DURABLE:
+        targets = report.durable_targets(scenario, missed)
+        assert targets, scenario
+        assert not any(targets.values()), scenario

@@ -66,6 +66,13 @@ def target(dsn: str | None) -> str:
     return os.environ.get("PGHUB_BENCH_DSN") or os.environ.get("PGHUB_DSN") or DEFAULT_DSN
 
 
+def scenarios_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """Those named, else all; the durable ones not in ``--quick`` unless named."""
+    if args.scenario:
+        return tuple(args.scenario)
+    return SCENARIOS if args.quick else (*SCENARIOS, *DURABLE)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every event arrived (targets are reported, never asserted), 1 when a run
     lost events or a listener failed, 3 when the server cannot be reached."""
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = runner.run(
             dsn,
-            scenarios=args.scenario or (SCENARIOS if args.quick else (*SCENARIOS, *DURABLE)),
+            scenarios=scenarios_of(args),
             quick=args.quick,
             runs=args.runs,
             memory_events=args.memory_events,

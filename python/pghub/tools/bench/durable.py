@@ -199,15 +199,17 @@ def latency(dsn: str, sizes: DurableSizes, progress: Progress) -> dict[str, Any]
     """Commit mode, then tick mode: a writer here commits ``latency_rate`` events a second,
     each carrying its send time, for ``latency_seconds``; a hub in another process delivers
     them to a named durable consumer, whose callback times each from just before the writer's
-    statement."""
+    statement (so the commit's own time, reported as ``writer_*``, is inside the delay)."""
     out: dict[str, Any] = {"rate": sizes.latency_rate}
     for wake in ("commit", "tick"):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pghub.make_durable(%s, wake => %s)", [f"lat_{wake}", wake])
-        delays, sent = _paced(dsn, wake, sizes, progress)
-        n = len(delays)
+        delays, writes = _paced(dsn, wake, sizes, progress)
+        n, sent = len(delays), len(writes)
         out[wake] = {
             "sent": sent,
+            "writer_p50_ms": writes[sent // 2],
+            "writer_p99_ms": writes[min(sent - 1, int(sent * 0.99))],
             "received": n,
             "p50_ms": delays[n // 2] if n else None,
             "p99_ms": delays[min(n - 1, int(n * 0.99))] if n else None,
@@ -216,7 +218,10 @@ def latency(dsn: str, sizes: DurableSizes, progress: Progress) -> dict[str, Any]
     return out
 
 
-def _paced(dsn: str, wake: str, sizes: DurableSizes, progress: Progress) -> tuple[list[float], int]:
+def _paced(
+    dsn: str, wake: str, sizes: DurableSizes, progress: Progress
+) -> tuple[list[float], list[float]]:
+    """The delays the consumer saw, sorted; the writer's statement times, sorted."""
     context = multiprocessing.get_context("spawn")
     ready, out, stop = context.Queue(), context.Queue(), context.Event()
     child = context.Process(target=_latency_consumer, args=(dsn, wake, ready, stop, out))
@@ -227,17 +232,20 @@ def _paced(dsn: str, wake: str, sizes: DurableSizes, progress: Progress) -> tupl
         progress.phase(f"{wake} mode, {sizes.latency_rate}/s for {sizes.latency_seconds:g} s")
         total = int(sizes.latency_rate * sizes.latency_seconds)
         topic = f"lat_{wake}"
+        writes: list[float] = []  # the writer's own statement and commit, ms
         with psycopg.connect(dsn, autocommit=True) as writer:
             started = time.monotonic()
             for number in range(total):
                 pause = started + number / sizes.latency_rate - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
+                sent = time.monotonic()
                 writer.execute(
                     "SELECT pghub.notify(%s, ARRAY[%s]::bigint[], to_jsonb(%s::float8))",
-                    [topic, number, time.monotonic()],
+                    [topic, number, sent],
                     prepare=True,
                 )
+                writes.append((time.monotonic() - sent) * 1000)
         time.sleep(0.5)
         stop.set()
         delays: list[float] = sorted(out.get(timeout=120))
@@ -247,7 +255,7 @@ def _paced(dsn: str, wake: str, sizes: DurableSizes, progress: Progress) -> tupl
         if child.is_alive():
             child.terminate()
             child.join()
-    return delays, total
+    return delays, sorted(writes)
 
 
 # --- durable-writers ------------------------------------------------------------------------
