@@ -10,6 +10,9 @@ decided here once.
 
 The engine knows a consumer only by its mailbox: a consumer asks the engine's thread-safe
 methods (``subscribe``, ``unsubscribe``, ``close_mailbox``) for itself.
+
+Over 450 lines, on purpose: the delivery contract both hubs share and the sync consumer that
+runs it read best side by side (aio.py holds the async one for the same reason).
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class BaseConsumer:
         on_resync: Resync | None = None,
         name: str | None = None,
         durable: DurableCursor | None = None,
+        shared: bool = False,
     ) -> None:
         self._engine = engine
         self._callback = callback
@@ -105,7 +109,13 @@ class BaseConsumer:
         self.mailbox: Mailbox
         if durable is None:
             self.mailbox = Mailbox(
-                queue_size, overflow, self._wake, keys=keys, notice=self._notice, name=self.name
+                queue_size,
+                overflow,
+                self._wake,
+                keys=keys,
+                notice=self._notice,
+                name=self.name,
+                shared=shared,
             )
         else:  # its events come from the journal; its mailbox only says when to read
             self.mailbox = WakeMailbox(self._wake, notice=self._notice, name=self.name)
@@ -337,6 +347,7 @@ class Consumer(BaseConsumer):
         name: str | None = None,
         durable: DurableCursor | None = None,
         reader: SyncReader | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__(
             engine,
@@ -348,6 +359,7 @@ class Consumer(BaseConsumer):
             on_resync=on_resync,
             name=name,
             durable=durable,
+            shared=shared,
         )
         self._steps: SyncSteps | None = None
         if durable is not None:

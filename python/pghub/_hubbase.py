@@ -223,13 +223,16 @@ class HubBase:
         queue_size: int | None,
         overflow: Overflow | None,
         keys: Iterable[Iterable[int]] | None,
+        shared: bool = False,
     ) -> dict[str, Any]:
-        """A consumer's queue bound and policy (its own, else the hub's) and key filter."""
+        """A consumer's queue bound and policy (its own, else the hub's), key filter and
+        whether it shares decoded values."""
         return {
             "queue_size": self.options.queue_size if queue_size is None else queue_size,
             "overflow": self.options.overflow if overflow is None else overflow,
             "keys": keys_of(keys),
             "logger": self.log,
+            "shared": bool(shared),
         }
 
     def _durable_cursor(

@@ -37,6 +37,7 @@ class Mailbox:
         keys: Keys | None = None,
         notice: Callable[[], None] | None = None,
         name: str = "",
+        shared: bool = False,
     ) -> None:
         check_queue(size, overflow)
         self.name = name  # its consumer's, for the log
@@ -45,6 +46,9 @@ class Mailbox:
         #: Only events whose key is one of these are queued (None: every event); the router
         #: reads it. Advisories always pass.
         self.keys = keys
+        #: Its consumer takes decoded values shared with the other such consumers instead of
+        #: a copy of its own (it promises not to change them); the router reads it.
+        self.shared = shared
         self._wake = wake
         self._notice = notice  # told after SUBSCRIBE, UNSUBSCRIBE and the final advisory
         self._subscribed: set[str] = set()  # channels told SUBSCRIBE and not UNSUBSCRIBE

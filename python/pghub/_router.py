@@ -6,8 +6,10 @@ SUBSCRIBE) as it is, with no call into the core per event.
 
 A mailbox with a key filter (its ``keys``, a frozenset of keys) gets only the events whose key
 is in it, filtered here before any copy is made for it; mailboxes without one cost nothing
-more. The hub's number hooks (``parse_float``, ``parse_int``) are given to the decoder; a
-notification that a hook cannot read is counted invalid, like one that fails to decode.
+more. Mailboxes whose consumers share values (``shared``) get the decoded values themselves,
+one object for all of them; every other mailbox a copy of its own. The hub's number hooks
+(``parse_float``, ``parse_int``) are given to the decoder; a notification that a hook cannot
+read is counted invalid, like one that fails to decode.
 
 The durable topics' wake channel (``pghub:wake``, which no topic can name) carries a channel
 or a comma list of channels, not an event: it is passed on undecoded, its value the payload
@@ -143,16 +145,20 @@ class Router:
                     )
                     continue
                 counters.events_received += 1
-            shared = len(mailboxes) > 1
-            target = mailboxes if shared else mailboxes[0]
+            several = len(mailboxes) > 1
+            target = mailboxes if several else mailboxes[0]
             if target is not run_target:
                 run_target, events, copiers = target, [], []
                 runs.append((mailboxes, events, copiers))
             events.append(new(Event, (channel, key, value)))
-            copiers.append(copier(value) if shared else None)
+            copiers.append(copier(value) if several else None)
         pending: dict[MailboxLike, list[Event]] = {}
         for mailboxes, events, copiers in runs:
             mutable = any(copiers)
+            # The decoded values themselves go to the mailboxes that share them (their
+            # consumers promised not to change them) if there are any, else to the first
+            # mailbox; every other mailbox gets a copy of its own.
+            sharing = mutable and any(getattr(m, "shared", False) for m in mailboxes)
             for i, mailbox in enumerate(mailboxes):
                 keys: _Keys | None = getattr(mailbox, "keys", None)  # test doubles have none
                 if keys is None:
@@ -163,7 +169,7 @@ class Router:
                         continue
                     theirs = [events[k] for k in picked]
                     their_copiers = [copiers[k] for k in picked]
-                if i and mutable:
+                if mutable and (not getattr(mailbox, "shared", False) if sharing else i):
                     # Each mailbox gets its own copy of a mutable value: none can change
                     # what another receives.
                     mine = [

@@ -54,6 +54,7 @@ class AsyncConsumer(BaseConsumer):
         on_resync: Resync | None = None,
         name: str | None = None,
         durable: DurableCursor | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__(
             hub._engine,
@@ -65,6 +66,7 @@ class AsyncConsumer(BaseConsumer):
             on_resync=on_resync,
             name=name,
             durable=durable,
+            shared=shared,
         )
         self._steps: AsyncSteps | None = None
         if durable is not None:
@@ -368,10 +370,11 @@ class AsyncHub(HubBase):
         name: str | None = None,
         durable: str | None = None,
         since: str | None = None,
+        shared: bool = False,
     ) -> AsyncConsumer:
         """A new consumer; ``callback`` and ``on_resync`` may be coroutine functions (see
-        :meth:`pghub.Hub.consumer`, ``durable`` and ``since`` included). Call from the event
-        loop."""
+        :meth:`pghub.Hub.consumer`, ``durable``, ``since`` and ``shared`` included). Call
+        from the event loop."""
         return self._make_consumer(
             callback,
             channels_of(topics),
@@ -382,6 +385,7 @@ class AsyncHub(HubBase):
             name=name,
             durable=durable,
             since=since,
+            shared=shared,
         )
 
     def subscription(
@@ -419,8 +423,9 @@ class AsyncHub(HubBase):
         name: str | None = None,
         durable: str | None = None,
         since: str | None = None,
+        shared: bool = False,
     ) -> AsyncConsumer:
-        settings = self._consumer_settings(queue_size, overflow, keys)
+        settings = self._consumer_settings(queue_size, overflow, keys, shared)
         cursor = self._durable_cursor(durable, since, keys)
         consumer = AsyncConsumer(
             self, callback, **settings, on_resync=on_resync, name=name, durable=cursor

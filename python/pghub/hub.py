@@ -94,6 +94,7 @@ class Hub(HubBase):
         name: str | None = None,
         durable: str | None = None,
         since: str | None = None,
+        shared: bool = False,
     ) -> Consumer:
         """A new consumer calling ``callback(event)`` for its events and advisories, in a
         thread of its own. ``keys``: only events with one of these keys (advisories always).
@@ -104,7 +105,10 @@ class Hub(HubBase):
         the server under that name and acknowledged after its callback returns; ``since``
         ('now', the default, 'earliest' or an ``event.position``) is where it starts the first
         time. ``since`` alone: an anonymous durable reader, its position in memory only
-        (docs/durable.md, From Python)."""
+        (docs/durable.md, From Python).
+
+        ``shared=True``: its events' values are the ones every other shared consumer gets,
+        not a copy of its own; the callback must not change them (docs/hub.md, Receiving)."""
         return self._make_consumer(
             callback,
             channels_of(topics),
@@ -115,6 +119,7 @@ class Hub(HubBase):
             name=name,
             durable=durable,
             since=since,
+            shared=shared,
         )
 
     def subscription(
@@ -157,8 +162,9 @@ class Hub(HubBase):
         name: str | None = None,
         durable: str | None = None,
         since: str | None = None,
+        shared: bool = False,
     ) -> Consumer:
-        settings = self._consumer_settings(queue_size, overflow, keys)
+        settings = self._consumer_settings(queue_size, overflow, keys, shared)
         cursor = self._durable_cursor(durable, since, keys)
         self._engine.refuse_if_forked()  # before its thread starts
         consumer = Consumer(

@@ -4,7 +4,8 @@ Against the real server, a callback that blocks for seconds (sync: in its thread
 await) delays no other consumer of the same events by more than a few milliseconds. Without a
 server, the router's batching (runs of one channel, or of channels with one and the same
 mailbox) gives every mailbox exactly what routing each notification on its own would, in the
-server's order, each mutable value a copy of its own.
+server's order, each mutable value a copy of its own unless its consumer shares values
+(``shared=True``: one object for all the sharing consumers).
 """
 
 from __future__ import annotations
@@ -161,17 +162,22 @@ _filters = st.lists(
     st.none() | st.frozensets(st.tuples(st.integers(0, 3)), max_size=3), min_size=4, max_size=4
 )
 _chunks = st.integers(1, 40)
+_shares = st.lists(st.booleans(), min_size=4, max_size=4)
 
 
-@given(_notes, _routes, _filters, _chunks)
+@given(_notes, _routes, _filters, _chunks, _shares)
 @settings(max_examples=300, deadline=None)
 def test_router_gives_each_mailbox_what_routing_each_notification_alone_would(
     notes: list[tuple[str, int, str]],
     routing: dict[str, list[int]],
     filters: list[frozenset[tuple[int, ...]] | None],
     chunk: int,
+    shares: list[bool],
 ) -> None:
-    boxes = [Mailbox(1000, "drop_oldest", lambda: None, keys=keys) for keys in filters]
+    boxes = [
+        Mailbox(1000, "drop_oldest", lambda: None, keys=keys, shared=share)
+        for keys, share in zip(filters, shares, strict=True)
+    ]
     routes = {c: tuple(boxes[i] for i in routing[c]) for c in _CHANNELS}
     router = Router(routes, Counters(), name="t", logger=logging.getLogger("pghub.test"))
     payloads = [
@@ -188,6 +194,50 @@ def test_router_gives_each_mailbox_what_routing_each_notification_alone_would(
                 expected[i].append((c, (k,), {"k": k, "n": n} if kind == "dict" else n))
     got = [list(box.take()[0]) for box in boxes]
     assert [[tuple(e) for e in events] for events in got] == expected
-    # No two mailboxes hold the same dict: none can change what another receives.
-    dicts = [id(e.value) for events in got for e in events if isinstance(e.value, dict)]
-    assert len(dicts) == len(set(dicts))
+    # A dict is held by one mailbox, or by the sharing ones only: a consumer that may change
+    # its values never changes what another receives.
+    holders: dict[int, set[int]] = {}
+    for i, events in enumerate(got):
+        for e in events:
+            if isinstance(e.value, dict):
+                holders.setdefault(id(e.value), set()).add(i)
+    for held_by in holders.values():
+        assert len(held_by) == 1 or all(shares[i] for i in held_by), held_by
+    # The sharing mailboxes that got an event hold one object of it between them.
+    for n, (c, k, kind) in enumerate(notes):
+        if kind != "dict":
+            continue
+        sharing = [
+            i for i in routing[c] if shares[i] and (filters[i] is None or (k,) in filters[i])
+        ]
+        objects = {id(e.value) for i in sharing for e in got[i] if e[2] == {"k": k, "n": n}}
+        assert len(objects) == (1 if sharing else 0)
+
+
+def test_shared_consumers_get_one_value_and_the_others_a_copy_each(
+    dsn: str, conn: psycopg.Connection[Any], hubs: HubPool
+) -> None:
+    hub = hubs.started(dsn)
+    got: dict[str, list[Any]] = {"s1": [], "s2": [], "p1": [], "p2": []}
+    consumers = []
+    for name, values in got.items():
+
+        def keep(event: Event, values: list[Any] = values) -> None:
+            if event.topic is not None:
+                values.append(event.value)
+
+        consumers.append(hub.consumer(keep, "shared", name=name, shared=name.startswith("s")))
+    for consumer in consumers:
+        assert consumer.wait_subscribed(10)
+    for n in range(3):
+        send_raw(conn, "shared", encode_payload([n], {"n": n, "nested": {"m": [n]}}))
+    deadline = time.monotonic() + 10
+    while any(len(v) < 3 for v in got.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(v == [{"n": n, "nested": {"m": [n]}} for n in range(3)] for v in got.values())
+    for n in range(3):
+        s1, s2, p1, p2 = (got[name][n] for name in ("s1", "s2", "p1", "p2"))
+        assert s1 is s2
+        assert len({id(s1), id(p1), id(p2)}) == 3
+        assert p1["nested"] is not p2["nested"]
+        assert p1["nested"] is not s1["nested"]
