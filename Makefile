@@ -51,7 +51,8 @@ demo: $(VENV)/.installed
 # --- pghub by the script route, and on every supported PostgreSQL (docs/install.md, versions.md)
 # The suites that exercise the SQL side and the SQL <-> Python contract.
 SQL_SUITES = $(wildcard $(addprefix tests/python/,test_pgtap.py test_vectors.py \
-	test_triggers.py test_dual_cache.py test_cross_language.py test_plpgsql_check.py \
+	test_triggers.py test_statement_plain_path.py test_dual_cache.py test_cross_language.py \
+	test_plpgsql_check.py \
 	test_install.py test_privileges.py test_security.py test_durable.py))
 MATRIX_VERSIONS ?= 14,15,16,17,18
 MATRIX_INSTALL  ?= extension
