@@ -379,6 +379,7 @@ def test_durable_scenario_skipped_without_the_extension(
     assert "no 'pghub_not_on_this_server' extension" in entry["skipped"]
     assert entry["targets"] == {"arrives whole, in order": None}
     assert result["scenarios"] == {}
+    assert "), durable scenarios once each\n" in buffer.getvalue()  # the headline
     assert "durable-large (" in buffer.getvalue()
     assert "s): skipped: the server has no 'pghub_not_on_this_server'" in buffer.getvalue()
     assert _bench_databases(server_dsn) == []

@@ -223,7 +223,10 @@ def headline(result: dict[str, Any]) -> str:
     return (
         f"pghub bench: {m['cores']} cores, PostgreSQL {m['server_version']}, load "
         f"{' '.join(map(str, m['load_average']))} (after: "
-        f"{' '.join(map(str, m['load_average_after']))}), {result['runs']} run(s), medians"
+        f"{' '.join(map(str, m['load_average_after']))}), "
+        + (f"{result['runs']} run(s), medians" if result["scenarios"] else "")
+        + ("; " if result["scenarios"] and result.get("durable") else "")
+        + ("durable scenarios once each" if result.get("durable") else "")
     )
 
 
