@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _log, _registry
 from ._consumer import BaseConsumer, keys_of
@@ -30,6 +30,9 @@ _hub_ids = itertools.count(1)
 
 # psycopg_pool keyword arguments that are not libpq connection parameters.
 _NOT_LIBPQ = {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
+
+
+_R = TypeVar("_R")  # the kind of reader session a hub makes
 
 
 class PoolSettings(Protocol):
@@ -162,6 +165,7 @@ class HubBase:
         self._consumers: list[BaseConsumer] = []
         self._consumers_lock = threading.Lock()
         self._running = False  # started, under _consumers_lock (for _stand_for_ticker)
+        self._reader: Any = None  # durable consumers' reader session(s): _reader_session
         self._stands_for_ticker = self.options.ticker is True
         # Consumer threads or tasks now in stop(wait=True): stop() does not wait for those.
         self._stoppers: set[object] = set()
@@ -184,8 +188,8 @@ class HubBase:
             self._ticker.start()
 
     def _stand_for_ticker(self) -> None:
-        """A durable consumer is made: with ``ticker=None`` the hub now stands for election
-        (at once if it runs, else when it starts)."""
+        """A durable consumer is adopted: with ``ticker=None`` the hub now stands for
+        election (at once if it runs, else when it starts)."""
         if self.options.ticker is not None:
             return
         with self._consumers_lock:
@@ -193,6 +197,20 @@ class HubBase:
             running = self._running
         if running:
             self._ticker.start()
+
+    def _reader_session(self, kind: Callable[..., _R]) -> _R:
+        """The hub's reader session(s) for durable consumers, a ``kind`` (``SyncReader`` or
+        ``AsyncReader``) made once and opened on first use."""
+        with self._consumers_lock:
+            if self._reader is None:
+                options = self.options
+                self._reader = kind(
+                    self._conninfo,
+                    self.name,
+                    liveness=options.liveness_timeout,
+                    connect=options.connect_timeout,
+                )
+            return self._reader  # type: ignore[no-any-return]
 
     def _finished(self) -> None:
         _registry.retire(self)
@@ -214,6 +232,8 @@ class HubBase:
             live.append(consumer)
             self._consumers = live
         self.log.debug("consumer %r made", consumer.name)
+        if consumer.durable is not None:
+            self._stand_for_ticker()
         self._engine.add_mailbox(consumer.mailbox)
         if channels:
             consumer.subscribe(*channels)
@@ -248,7 +268,7 @@ class HubBase:
             decode = functools.partial(
                 decode_payload, parse_float=options.parse_float, parse_int=options.parse_int
             )
-        cursor = DurableCursor(
+        return DurableCursor(
             None if durable is None else check_name(durable),
             check_since("now" if since is None else since),
             decode=decode,
@@ -256,8 +276,6 @@ class HubBase:
             log=self.log,
             now=time.monotonic,
         )
-        self._stand_for_ticker()
-        return cursor
 
     def _outgoing(self, topic: str, key: Any, value: Any, group: int, confirm: Any) -> Outgoing:
         # No size limit here: the server decides whether the topic is durable (journaled

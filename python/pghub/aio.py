@@ -70,7 +70,7 @@ class AsyncConsumer(BaseConsumer):
         )
         self._steps: AsyncSteps | None = None
         if durable is not None:
-            self._steps = AsyncSteps(durable.run(), hub._async_reader())
+            self._steps = AsyncSteps(durable.run(), hub._reader_session(AsyncReader))
         self._given = 0  # of the last delivery, read (without a callback)
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
@@ -306,6 +306,8 @@ class Subscription:
 class AsyncHub(HubBase):
     """A hub for asyncio programs, with the semantics of :class:`pghub.Hub`."""
 
+    _reader: AsyncReader | None  # made by HubBase._reader_session
+
     async def start(self) -> None:
         """Start the hub (see :meth:`pghub.Hub.start`). Cancelled before the first connection
         (``retry_first_connect=False``), it stops the hub, as a failed first connect does:
@@ -432,21 +434,6 @@ class AsyncHub(HubBase):
         )
         self._adopt(consumer, channels)
         return consumer
-
-    _reader: AsyncReader | None = None
-
-    def _async_reader(self) -> AsyncReader:
-        """The hub's reader sessions for durable consumers (made once, opened on first use)."""
-        with self._consumers_lock:
-            if self._reader is None:
-                options = self.options
-                self._reader = AsyncReader(
-                    self._conninfo,
-                    self.name,
-                    liveness=options.liveness_timeout,
-                    connect=options.connect_timeout,
-                )
-            return self._reader
 
     def notify(
         self,

@@ -29,6 +29,8 @@ class Hub(HubBase):
     engine thread and must be quick. See docs/hub.md for every option and the advisory contract.
     """
 
+    _reader: SyncReader | None  # made by HubBase._reader_session
+
     def start(self) -> None:
         """Start the hub. Unless ``retry_first_connect``, wait for the first connection and
         raise :class:`pghub.ConnectFailed` if it fails (the hub is then stopped)."""
@@ -175,25 +177,10 @@ class Hub(HubBase):
             on_resync=on_resync,
             name=name,
             durable=cursor,
-            reader=None if cursor is None else self._sync_reader(),
+            reader=None if cursor is None else self._reader_session(SyncReader),
         )
         self._adopt(consumer, channels)
         return consumer
-
-    _reader: SyncReader | None = None
-
-    def _sync_reader(self) -> SyncReader:
-        """The hub's reader session for durable consumers (made once, opened on first use)."""
-        with self._consumers_lock:
-            if self._reader is None:
-                options = self.options
-                self._reader = SyncReader(
-                    self._conninfo,
-                    self.name,
-                    liveness=options.liveness_timeout,
-                    connect=options.connect_timeout,
-                )
-            return self._reader
 
     def notify(
         self,
