@@ -104,10 +104,12 @@ WRITER_TABLES = {
 LISTENED = ("w_pg", "w_plain", "w_commit", "w_tick", "pghub:wake")
 
 
-def drain_notifications(dsn: str, stop: threading.Event) -> None:
+def drain_notifications(
+    dsn: str, stop: threading.Event, channels: tuple[str, ...] = LISTENED
+) -> None:
     """One listener on every channel, draining, as a hub would."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for channel in LISTENED:
+        for channel in channels:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         while not stop.is_set():
             for _ in conn.notifies(timeout=0.2):

@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from durable import baseline_sql, database  # this tree's pghub, in a scratch database
+from durable import (  # this tree's pghub, in a scratch database; the writers' helpers
+    baseline_sql,
+    database,
+    drain_notifications,
+    median,
+    pgbench,
+)
 
 TABLE = "CREATE TABLE {t} (id bigserial PRIMARY KEY, body text)"
 OLD_STATEMENT = """
@@ -54,41 +56,6 @@ VARIANTS = {
 CHANNELS = ("t_pg", "t1", "t2", "t3", "t4")
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def drain(dsn: str, stop: threading.Event) -> None:
-    """One listener on every channel, draining, as a hub would."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for channel in CHANNELS:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        while not stop.is_set():
-            for _ in conn.notifies(timeout=0.2):
-                pass
-
-
-def pgbench(dsn: str, table: str, clients: int, seconds: int) -> float:
-    """Transactions per second of ``clients`` pgbench clients inserting one row each."""
-    script = Path(tempfile.mkstemp(suffix=".sql")[1])
-    script.write_text(f"INSERT INTO {table} (body) VALUES ('a small row');\n", encoding="utf-8")
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    done = subprocess.run(
-        [
-            "pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", str(clients),
-            "-T", str(seconds), "-h", str(info.get("host", "127.0.0.1")),
-            "-p", str(info.get("port", 5432)), "-U", str(info.get("user", "postgres")),
-            str(info["dbname"]),
-        ],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    script.unlink()
-    for line in done.stdout.splitlines():
-        if line.startswith("tps = "):
-            return float(line.split()[2])
-    raise RuntimeError(done.stdout + done.stderr)
-
-
 def setup(dsn: str) -> dict[str, str]:
     tables: dict[str, str] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -104,7 +71,7 @@ def setup(dsn: str) -> dict[str, str]:
 def rounds_of_pgbench(dsn: str, rounds: int, seconds: int, clients: int) -> dict[str, list[float]]:
     tables = setup(dsn)
     stop = threading.Event()
-    helper = threading.Thread(target=drain, args=(dsn, stop))
+    helper = threading.Thread(target=drain_notifications, args=(dsn, stop, CHANNELS))
     helper.start()
     results: dict[str, list[float]] = {variant: [] for variant in tables}
     try:
