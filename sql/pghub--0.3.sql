@@ -1355,7 +1355,9 @@ BEGIN
         shown := pghub.encode(key, stand_in);
     END IF;
     -- One statement looks the topic up and appends: each statement costs microseconds, an
-    -- event is a few of them.
+    -- event is a few of them. The same INSERT once per journal table, on purpose: static SQL
+    -- keeps a cached plan for each, where EXECUTE format() would parse and plan it on every
+    -- event; a branch not taken costs nothing.
     gen := pg_sequence_last_value('pghub.journal$gen'::regclass);
     CASE gen % 8
         WHEN 0 THEN
