@@ -3,7 +3,8 @@
 :class:`BaseConsumer` holds what sync and async consumers share: subscribing, closing, key
 filters, the delivery contract, resyncs and reading without a callback. A :class:`Consumer`
 runs its callback in a thread of its own, so a slow or blocking callback holds up nobody
-else; :class:`pghub.aio.AsyncConsumer` runs it as a task. Only the waiting differs: the
+else; a :class:`PooledConsumer` (opt-in) on the hub's callback pool, or on its engine thread;
+:class:`pghub.aio.AsyncConsumer` runs it as a task. Only the waiting differs: the
 order of calls for a batch of events (:meth:`BaseConsumer._calls`), what a subscription makes
 of what it reads (:class:`SubscriptionReader`) and when a wait for SUBSCRIBE is over are
 decided here once.
@@ -29,6 +30,7 @@ from ._engine import Engine
 from ._log import Log
 from ._mailbox import Keys, Mailbox
 from ._options import Overflow
+from ._pool import CallbackPool, State, Turn
 from ._reader import SyncReader, SyncSteps, WakeMailbox
 from ._resync import DURABLE_RESYNC_AFTER, RESYNC_AFTER, ResyncOwed, Scope
 from .errors import ConsumerClosed, InvalidKey
@@ -238,10 +240,14 @@ class BaseConsumer:
                 return
             if not ordinary and owed is not None:
                 owed.seen(event.value)
-        if owed is not None and owed.due() and not len(self.mailbox):
+        if owed is not None and owed.due() and not self._queued():
             # Nothing more queued now: the burst is over. (More queued: it may go on, and the
             # next batch, which the engine's wake-up brings, resyncs once for all of it.)
             yield from self._resync_calls(owed)
+
+    def _queued(self) -> int:
+        """Events queued and not yet given to :meth:`_calls` (the mailbox's)."""
+        return len(self.mailbox)
 
     def _resync_calls(self, owed: ResyncOwed) -> Iterator[tuple[Callable[..., Any], Any]]:
         assert self._on_resync is not None  # owed only with an on_resync
@@ -370,13 +376,17 @@ class Consumer(BaseConsumer):
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         if callback is not None:
-            self._thread = threading.Thread(
-                target=self._run,
-                args=(callback,),
-                name=f"pghub-{hub_name}-{self.name}",
-                daemon=True,
-            )
-            self._thread.start()
+            self._start(callback, hub_name)
+
+    def _start(self, callback: Callback, hub_name: str) -> None:
+        """Begin delivering to ``callback``: in a thread of its own."""
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(callback,),
+            name=f"pghub-{hub_name}-{self.name}",
+            daemon=True,
+        )
+        self._thread.start()
 
     def _wake(self) -> None:
         self._ready.set()
@@ -386,17 +396,23 @@ class Consumer(BaseConsumer):
             self._changed.notify_all()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the final advisory has been delivered (not from the callback itself;
-        at once for a consumer without a callback)."""
+        """Wait until the final advisory has been delivered (not from the callback itself, nor
+        on the hub's engine thread, whose progress it would wait for: then at once; at once
+        for a consumer without a callback)."""
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None or thread is threading.current_thread():
+            return
+        if not self._engine.on_engine_thread():
             thread.join(timeout)
 
     def wait_subscribed(self, timeout: float | None = None) -> bool:
         """Wait until every topic this consumer asked for is listened to (its SUBSCRIBE has
         been given): an event committed from then on reaches it. True then; False after
         ``timeout`` seconds, or at once if the consumer has ended (closed, or the hub
-        stopped). Safe from any thread, its own callback included."""
+        stopped). Safe from any thread, its own callback included; on the hub's engine thread
+        (an inline or ``confirm`` callback), which gives SUBSCRIBE, it answers at once."""
+        if self._engine.on_engine_thread():
+            timeout = 0.0
         wanted, ask = self._wanted()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
@@ -511,6 +527,94 @@ class Consumer(BaseConsumer):
             except Exception:
                 self._call_failed(function, argument)
         return given
+
+
+class PooledConsumer(Consumer):
+    """A consumer of a :class:`pghub.Hub` without a thread of its own (``run="pool"``): its
+    callback runs on the hub's callback pool (pghub._pool), one turn at a time, in order.
+
+    With ``inline`` (``run="inline"``) the engine thread runs its turn as soon as a read of
+    the socket brings it events; its advisories (which the hub's state machine gives in the
+    middle of its own steps, where no callback may run) and anything queued behind them go
+    through the pool.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        callback: Callback,
+        *,
+        pool: CallbackPool,
+        inline: bool = False,
+        **settings: Any,
+    ) -> None:
+        self._pool = pool
+        self.inline = inline
+        self._backlog: deque[Event] = deque()  # taken, not yet delivered (a turn's limit)
+        self._done = threading.Event()  # its final advisory has been delivered
+        self._retry: threading.Timer | None = None  # a failed resync's retry
+        self.pool_state = State.IDLE
+        self.pool_runner: threading.Thread | None = None
+        super().__init__(engine, callback, **settings)
+        if inline:
+            self.mailbox.on_events = self._arrived
+
+    def _start(self, callback: Callback, hub_name: str) -> None:
+        self._deliver_to = callback
+        self._pool.add(self)
+
+    def _wake(self) -> None:
+        self._pool.submit(self)
+
+    def _arrived(self) -> None:
+        self._pool.run_here(self)
+
+    def _queued(self) -> int:
+        return len(self.mailbox) + len(self._backlog)
+
+    def pool_turn(self, limit: int | None) -> Turn:
+        """One turn (the pool calls it, never twice at once): deliver up to ``limit`` of
+        what it holds (None: all), taking from the mailbox once what it took is delivered."""
+        backlog = self._backlog
+        if not backlog:
+            backlog = self._take()
+        batch: Iterable[Event]
+        if limit is None or len(backlog) <= limit:
+            batch, self._backlog = backlog, deque()
+        else:
+            batch = [backlog.popleft() for _ in range(limit)]
+            self._backlog = backlog
+        self._give(batch, self._deliver_to)
+        if self.finished:
+            self._done.set()
+            return Turn.FINISHED
+        if self._backlog or len(self.mailbox):
+            # More now (a wake-up while it was queued, behind its backlog, woke nothing).
+            return Turn.MORE
+        wait = self._resync_wait()
+        if wait is not None and (self._retry is None or not self._retry.is_alive()):
+            # A failed resync is tried again after its delay, events or not.
+            self._retry = threading.Timer(max(wait, 0.001), self._wake)
+            self._retry.daemon = True
+            self._retry.start()
+        return Turn.IDLE
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the final advisory has been delivered (not from its own callback, nor
+        on the engine thread: then at once)."""
+        if self.pool_runner is threading.current_thread() or self._engine.on_engine_thread():
+            return
+        self._done.wait(timeout)
+
+    def _wait_done(self, stoppers: Container[object]) -> None:
+        """As :meth:`Consumer._wait_done`: not when its turn runs on this thread or on a
+        thread in ``stop()``, nor when the pool can run no turn until such a thread returns."""
+        me = threading.current_thread()
+        while not self._done.is_set():
+            runner = self.pool_runner
+            if runner is me or runner in stoppers or self._pool.stalled_by(stoppers):
+                return
+            self._done.wait(0.05)
 
 
 # --- subscriptions -----------------------------------------------------------------------------

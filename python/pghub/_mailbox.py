@@ -6,6 +6,10 @@ meanwhile): a mailbox says when it is half full, the core pauses reading for up 
 mailbox drops events by its policy and counts them; the consumer hears how many it lost in an
 OVERFLOW advisory before its next events. Advisories are never dropped.
 
+Its wake-up is called when it goes from empty to not empty (a consumer's own thread wakes, or a
+pooled consumer goes on its pool's ready queue); for a consumer run inline, events that find it
+empty call ``on_events`` instead, which runs the consumer's turn on the engine thread then.
+
 A mailbox also keeps what its consumer has been told about its topics (SUBSCRIBE, UNSUBSCRIBE,
 the final advisory) as the engine tells it, for waits on a subscription, and the consumer's
 key filter, which the router applies before it queues anything here.
@@ -62,6 +66,9 @@ class Mailbox:
         # half full, so that a read paused for it resumes at once.
         self.on_room: Callable[[], None] | None = None
         self._pressed = False
+        # Set for a consumer run inline: called instead of the wake-up when events (never
+        # advisories) find it empty, on the thread that routes them (the engine's).
+        self.on_events: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Mailbox {self.name!r}>"
@@ -90,7 +97,7 @@ class Mailbox:
             if full:
                 self._pressed = True
         if was_empty and items:
-            self._wake()
+            (self.on_events or self._wake)()
         return full
 
     def _drop_oldest(self, n: int) -> int:

@@ -15,6 +15,9 @@ from typing import Any, Literal, TypedDict
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("drop_oldest", "drop_newest")
+# Where a consumer's callback runs: the sync hub's "thread" (its own), "pool" (the hub's
+# callback pool) or "inline" (the engine thread); the async hub's "task" (its own).
+Run = Literal["thread", "pool", "inline", "task"]
 
 # The kernel's bound on TCP_KEEPIDLE (Linux: MAX_TCP_KEEPIDLE); keepalives_idle is a third of
 # liveness_timeout, which is therefore at most three times this.
@@ -23,7 +26,7 @@ MAX_LIVENESS_TIMEOUT = 3 * MAX_TCP_KEEPIDLE
 
 _SECONDS = ("connect_timeout", "liveness_timeout", "reconnect_delay", "reconnect_max_delay")
 _WAITS = ("send_wait", "overflow_pause")  # 0 allowed: do not wait
-_COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars")
+_COUNTS = ("send_queue_size", "batch_max_notifies", "batch_max_chars", "pool_max_threads")
 _HOOKS = ("default", "parse_float", "parse_int")
 _PERIODS = ("tick_interval", "prune_interval")  # None: never
 
@@ -60,6 +63,9 @@ class HubOptions:
     # Whether this hub stands for election: None, once it has a durable consumer (a hub with
     # plain consumers only opens no connection for it); True, always; False, never.
     ticker: bool | None = None
+    # The sync hub's callback pool (consumers made with run="pool" or "inline"): at most this
+    # many worker threads; one more starts while every worker is stuck in a turn.
+    pool_max_threads: int = 32
 
     def __post_init__(self) -> None:
         for name in _SECONDS:
@@ -128,6 +134,7 @@ class HubOptionArgs(TypedDict, total=False):
     tick_interval: float | None
     prune_interval: float | None
     ticker: bool | None
+    pool_max_threads: int
 
 
 def check_queue(queue_size: int, overflow: Overflow) -> None:
@@ -140,3 +147,9 @@ def check_queue(queue_size: int, overflow: Overflow) -> None:
 def _at_least_one(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def check_run(run: str, allowed: tuple[str, ...], hub: str) -> None:
+    """A consumer's ``run=``: one its hub offers (docs/hub.md, Where callbacks run)."""
+    if run not in allowed:
+        raise ValueError(f"run must be one of {allowed} for {hub}, got {run!r}")

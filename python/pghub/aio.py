@@ -26,7 +26,7 @@ from ._durable import DurableCursor, Taken
 from ._hubbase import Answer, EventLike, HubBase
 from ._log import HubLog
 from ._mailbox import Keys as KeySet
-from ._options import Overflow
+from ._options import Overflow, Run, check_run
 from ._outbox import Outgoing
 from ._reader import AsyncReader, AsyncSteps
 from .events import Event
@@ -373,10 +373,14 @@ class AsyncHub(HubBase):
         durable: str | None = None,
         since: str | None = None,
         shared: bool = False,
+        run: Run = "task",
     ) -> AsyncConsumer:
         """A new consumer; ``callback`` and ``on_resync`` may be coroutine functions (see
         :meth:`pghub.Hub.consumer`, ``durable``, ``since`` and ``shared`` included). Call
-        from the event loop."""
+        from the event loop. ``run``: only ``"task"``, a task of its own on this loop (tasks
+        are already what the sync hub's pool gives threads: many consumers on one thread;
+        docs/hub.md, Where callbacks run)."""
+        check_run(run, ("task",), "AsyncHub")
         return self._make_consumer(
             callback,
             channels_of(topics),

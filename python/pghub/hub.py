@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from ._consumer import Consumer, Resync, SubscriptionReader, channels_of
+from ._consumer import Consumer, PooledConsumer, Resync, SubscriptionReader, channels_of
 from ._hubbase import Answer, EventLike, HubBase
 from ._log import HubLog
-from ._options import Overflow
+from ._options import Overflow, Run, check_run
 from ._outbox import Outgoing
+from ._pool import CallbackPool
 from ._reader import SyncReader
 from .errors import ConnectFailed, HubStopped
 from .events import Event
@@ -25,11 +26,14 @@ Keys = Iterable[Iterable[int]]
 class Hub(HubBase):
     """A hub for threaded programs. Safe to use from any thread, callbacks included.
 
-    Each consumer's callback runs in a thread of its own; ``confirm`` callbacks run on the hub's
-    engine thread and must be quick. See docs/hub.md for every option and the advisory contract.
+    Each consumer's callback runs in a thread of its own, unless made with ``run="pool"`` (the
+    hub's callback pool) or ``run="inline"`` (its engine thread); ``confirm`` callbacks run on
+    the hub's engine thread and must be quick. See docs/hub.md for every option and the
+    advisory contract.
     """
 
     _reader: SyncReader | None  # made by HubBase._reader_session
+    _pool: CallbackPool | None = None  # made with the first pooled or inline consumer
 
     def start(self) -> None:
         """Start the hub. Unless ``retry_first_connect``, wait for the first connection and
@@ -70,8 +74,10 @@ class Hub(HubBase):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the hub has stopped (after ``stop()``, or after a failed first connect):
         every notify answered, every consumer given its STOP. True once stopped, False if
-        ``timeout`` seconds passed first. Its consumers' callbacks may still be running."""
-        return self._engine.join(timeout)
+        ``timeout`` seconds passed first. Its consumers' callbacks may still be running. On
+        the engine thread (an inline or ``confirm`` callback) it answers at once."""
+        engine = self._engine
+        return engine.join(0 if engine.on_engine_thread() else timeout)
 
     def __enter__(self) -> Hub:
         self.start()
@@ -97,11 +103,13 @@ class Hub(HubBase):
         durable: str | None = None,
         since: str | None = None,
         shared: bool = False,
+        run: Run = "thread",
     ) -> Consumer:
         """A new consumer calling ``callback(event)`` for its events and advisories, in a
-        thread of its own. ``keys``: only events with one of these keys (advisories always).
-        ``on_resync(topics)``: called in that thread when what it holds of ``topics`` may be
-        stale (docs/hub.md, Resync). ``name``: for the log (default: the callback's).
+        thread of its own (``run="thread"``). ``keys``: only events with one of these keys
+        (advisories always). ``on_resync(topics)``: called where the callback runs when what
+        it holds of ``topics`` may be stale (docs/hub.md, Resync). ``name``: for the log
+        (default: the callback's).
 
         ``durable="NAME"``: a named durable consumer of durable topics, its position kept on
         the server under that name and acknowledged after its callback returns; ``since``
@@ -110,7 +118,13 @@ class Hub(HubBase):
         (docs/durable.md, From Python).
 
         ``shared=True``: its events' values are the ones every other shared consumer gets,
-        not a copy of its own; the callback must not change them (docs/hub.md, Receiving)."""
+        not a copy of its own; the callback must not change them (docs/hub.md, Receiving).
+
+        ``run="pool"``: the callback runs on the hub's callback pool, a few threads shared by
+        such consumers (one turn at a time, in order; a worker stuck in a turn is replaced,
+        up to ``pool_max_threads``). ``run="inline"``: on the hub's engine thread as events
+        arrive (advisories on the pool); it must be quick and never wait on the hub. Not for
+        durable consumers (docs/hub.md, Where callbacks run)."""
         return self._make_consumer(
             callback,
             channels_of(topics),
@@ -122,6 +136,7 @@ class Hub(HubBase):
             durable=durable,
             since=since,
             shared=shared,
+            run=run,
         )
 
     def subscription(
@@ -165,22 +180,49 @@ class Hub(HubBase):
         durable: str | None = None,
         since: str | None = None,
         shared: bool = False,
+        run: Run = "thread",
     ) -> Consumer:
+        check_run(run, ("thread", "pool", "inline"), "Hub")
+        if run != "thread" and (durable is not None or since is not None):
+            raise ValueError(
+                f"run={run!r} is for plain consumers: a durable one reads the journal in a"
+                " thread of its own (run='thread')"
+            )
         settings = self._consumer_settings(queue_size, overflow, keys, shared)
         cursor = self._durable_cursor(durable, since, keys)
         self._engine.refuse_if_forked()  # before its thread starts
-        consumer = Consumer(
-            self._engine,
-            callback,
-            **settings,
-            hub_name=self.name,
-            on_resync=on_resync,
-            name=name,
-            durable=cursor,
-            reader=None if cursor is None else self._reader_session(SyncReader),
-        )
+        consumer: Consumer
+        if run != "thread" and callback is not None:
+            consumer = PooledConsumer(
+                self._engine,
+                callback,
+                pool=self._callback_pool(),
+                inline=run == "inline",
+                **settings,
+                hub_name=self.name,
+                on_resync=on_resync,
+                name=name,
+            )
+        else:
+            consumer = Consumer(
+                self._engine,
+                callback,
+                **settings,
+                hub_name=self.name,
+                on_resync=on_resync,
+                name=name,
+                durable=cursor,
+                reader=None if cursor is None else self._reader_session(SyncReader),
+            )
         self._adopt(consumer, channels)
         return consumer
+
+    def _callback_pool(self) -> CallbackPool:
+        """The hub's callback pool, made once (its threads start with the first turn)."""
+        with self._consumers_lock:
+            if self._pool is None:
+                self._pool = CallbackPool(self.name, self.options.pool_max_threads, self.log)
+            return self._pool
 
     def notify(
         self,
@@ -262,6 +304,11 @@ class SyncSubscription:
         return self._consumer
 
     def __enter__(self) -> SyncSubscription:
+        if self._hub._engine.on_engine_thread():
+            raise RuntimeError(
+                "a subscription cannot be entered on the hub's engine thread (an inline or"
+                " confirm callback): it waits for what that thread does"
+            )
         consumer = self._hub._make_consumer(None, [], **self._settings)
         self._consumer = consumer
         try:
