@@ -2,8 +2,9 @@
 
 The baseline is what a careful user writes by hand: a loop on psycopg's ``conn.notifies()``
 that parses each payload's JSON and calls a callback. The pghub side receives through
-consumers of a :class:`pghub.Hub`. The asyncpg peer is the same hand-written loop on asyncpg's
-``add_listener`` (node-postgres, the other peer, runs in node: peers.py). Each process
+consumers of a :class:`pghub.Hub` (their ``run=`` and ``shared=`` as the workload says). The
+asyncpg peer is the same hand-written loop on asyncpg's ``add_listener`` (node-postgres, the
+other peer, runs in node: peers.py). Each process
 reports, over a pipe, how many events each callback got, when the last one came, its CPU time
 and RSS from the moment it was listening (process start-up excluded), and the latencies when
 asked for.
@@ -223,7 +224,12 @@ def _listen_pghub(
 
     with Hub(dsn, name="bench-listener") as hub:
         for tally in tallies:
-            hub.consumer(callback_of(tally), *channels)
+            hub.consumer(
+                callback_of(tally),
+                *channels,
+                run=work.run,
+                shared=work.shared,
+            )
         for _ in range(len(tallies) * len(channels)):  # a SUBSCRIBE per consumer and topic
             if not subscribed.acquire(timeout=30):
                 raise RuntimeError("the bench listener's consumers were never subscribed")

@@ -12,11 +12,30 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SCENARIOS = ("single", "burst", "drain", "drain10", "paced", "paced10k", "fanout", "large")
+from ..._options import Run
+
+SCENARIOS = (
+    "single",
+    "burst",
+    "drain",
+    "drain10",
+    "paced",
+    "paced10k",
+    "paced-inline",
+    "fanout",
+    "fanout-pool",
+    "large",
+)
+# Variants of a scenario whose pghub listener runs its callbacks elsewhere than in a thread of
+# their own (docs/hub.md, Where callbacks run); each runs on both sides, like any scenario, so
+# that its ratio is to a baseline of the same run: paced-inline (run="inline", on the hub's
+# engine thread) and fanout-pool (run="pool", shared=True: the hub's callback pool, values
+# shared rather than copied for each of the 100 consumers).
 # Durable topics (issue 13): through pghub only, once a run, each in a database of its own
 # (durable.py). The full run includes them; --quick only when named with --scenario.
 DURABLE = ("durable-replay", "durable-latency", "durable-writers", "durable-large")
-PACED = ("paced", "paced10k")  # the latency scenarios: 1,000 and 10,000 events a second
+# The latency scenarios: 1,000 and 10,000 events a second.
+PACED = ("paced", "paced10k", "paced-inline")
 SIDES = ("baseline", "pghub")  # every scenario runs on both
 # Listeners a user would pick instead of pghub (issue 11), measured where the listener alone
 # sets the pace: asyncpg's add_listener, node-postgres. Each is optional (peers.py).
@@ -43,6 +62,8 @@ class Workload:
     rss_every: int = 0  # sample the listener's RSS every this many events (memory)
     paused: bool = False  # the listener is stopped while the sender sends, then drains
     topics: int = 1  # event n goes to topic n % topics; the listener follows them all
+    run: Run = "thread"  # the pghub consumers' run= (thread, pool, inline)
+    shared: bool = False  # the pghub consumers share values (shared=True)
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
@@ -55,7 +76,13 @@ def workloads(quick: bool) -> dict[str, Workload]:
             "drain10": Workload("drain10", 20_000, batch=BURST, paused=True, topics=TOPICS),
             "paced": Workload("paced", 1_500, rate=1000.0, latencies=True),
             "paced10k": Workload("paced10k", 5_000, rate=10_000.0, latencies=True),
+            "paced-inline": Workload(
+                "paced-inline", 1_500, rate=1000.0, latencies=True, run="inline"
+            ),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
+            "fanout-pool": Workload(
+                "fanout-pool", 1_000, consumers=100, batch=BURST, run="pool", shared=True
+            ),
             "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
         }
     return {
@@ -65,7 +92,11 @@ def workloads(quick: bool) -> dict[str, Workload]:
         "drain10": Workload("drain10", 100_000, batch=BURST, paused=True, topics=TOPICS),
         "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
         "paced10k": Workload("paced10k", 50_000, rate=10_000.0, latencies=True),
+        "paced-inline": Workload("paced-inline", 10_000, rate=1000.0, latencies=True, run="inline"),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
+        "fanout-pool": Workload(
+            "fanout-pool", 5_000, consumers=100, batch=BURST, run="pool", shared=True
+        ),
         "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
     }
 
