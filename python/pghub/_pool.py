@@ -20,11 +20,11 @@ under a tenth of that in CPU time (it waits: a lock, a sleep, I/O). Then it adds
 work-stealing pools do for a blocked worker, or Go's scheduler for a thread in a system call),
 up to ``max_threads``. A worker that computes is not stuck, only slow: under the GIL another
 worker would not run beside it, only contend with it; a turn's bound on events keeps it from
-holding the others up for long. At the
-cap, ready consumers wait until a worker is free (a warning is logged once per spell). A worker
-idle for :data:`IDLE_EXIT` seconds ends, the last one only once no consumer uses the pool;
-the monitor sleeps without a timeout when nothing has run for a while, and a wake-up that
-finds every worker busy wakes it.
+holding the others up for long. At the cap, ready consumers wait until a worker is free (a
+warning is logged once per spell). A worker idle for :data:`IDLE_EXIT` seconds ends; the last
+one waits without a timeout, and ends once no consumer uses the pool. The monitor polls only
+while consumers wait on the ready queue (and a little after); then it sleeps without a
+timeout until a wake-up finds every worker busy.
 
 The engine thread may run a turn itself (:meth:`CallbackPool.run_here`, ``run="inline"``):
 it takes the consumer the same way, so the states hold whichever thread runs a turn.
@@ -58,7 +58,7 @@ def stall() -> float:
 TURN_EVENTS = 256
 #: Seconds an extra worker stays idle before it ends.
 IDLE_EXIT = 2.0
-#: Polls of the monitor that find nothing running before it sleeps until woken.
+#: Polls of the monitor that find no consumer waiting before it sleeps until woken.
 _QUIET_POLLS = 50
 
 
@@ -154,8 +154,10 @@ class CallbackPool:
         self._watch = threading.Condition(self._lock)  # the monitor waits here
         self._ready: deque[Member] = deque()
         self._slots: list[_Slot] = []  # one per live worker
-        self._idle = 0  # workers waiting for work
-        self._woken = 0  # of those, notified and not yet back
+        # Workers waiting for work, or woken and not yet back: they will look at the ready
+        # queue. (Not "not yet notified": a wait that timed out as it was notified cannot
+        # tell, so a wake-up notifies whenever one waits; a notify nobody waits for is cheap.)
+        self._idle = 0
         self._members = members  # consumers that use the pool and have not finished
         self._monitor: threading.Thread | None = None
         self._watching = False  # the monitor polls (else it waits to be woken)
@@ -218,8 +220,7 @@ class CallbackPool:
     # --- under the lock ---
 
     def _wake_worker(self) -> None:
-        if self._idle > self._woken:
-            self._woken += 1
+        if self._idle:
             self._work.notify()
         elif not self._slots:
             self._spawn()
@@ -238,8 +239,7 @@ class CallbackPool:
         elif outcome is Turn.MORE or member.pool_state is State.AGAIN:
             member.pool_state = State.QUEUED
             self._ready.append(member)
-            if self._idle > self._woken:
-                self._woken += 1
+            if self._idle:
                 self._work.notify()
         else:
             member.pool_state = State.IDLE
@@ -308,10 +308,9 @@ class CallbackPool:
         """Wait for work (the lock held); True when this extra worker has been idle long
         enough to end."""
         self._idle += 1
-        notified = self._work.wait(IDLE_EXIT)
+        # The last worker waits without a timeout: an idle pool wakes nobody.
+        notified = self._work.wait(IDLE_EXIT if len(self._slots) > 1 else None)
         self._idle -= 1
-        if notified:
-            self._woken -= 1
         return not notified and not self._ready
 
     def _monitor_loop(self) -> None:
@@ -328,8 +327,9 @@ class CallbackPool:
                             " consumers wait (pool_max_threads); their events queue meanwhile",
                             len(self._slots),
                         )
-                busy = any(slot.member is not None for slot in self._slots)
-                quiet = 0 if busy or self._ready else quiet + 1
+                # Nobody waiting, nothing to look at: a wake-up that finds every worker busy
+                # wakes it again (a callback blocked for hours costs no polling meanwhile).
+                quiet = 0 if self._ready else quiet + 1
                 if quiet > _QUIET_POLLS:
                     self._watching = False
                     self._watch.wait()

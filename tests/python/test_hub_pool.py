@@ -138,6 +138,21 @@ def test_extra_workers_end_when_idle_and_the_monitor_sleeps(
     wait_until(lambda: not pool._watching, 5, "the monitor sleeps")
 
 
+def test_the_monitor_sleeps_while_a_worker_blocks_with_nobody_waiting(pool: CallbackPool) -> None:
+    release = threading.Event()
+    blocker = _Member(pool, block=release)
+    try:
+        blocker.put()
+        assert blocker.blocked.wait(5)
+        wait_until(lambda: not pool._watching, 5, "the monitor sleeps")
+        other = _Member(pool)
+        other.put()  # finds the one worker busy: wakes the monitor, which adds a worker
+        wait_until(lambda: other.taken == 1, 2, "other served")
+        assert pool.threads == 2
+    finally:
+        release.set()
+
+
 def test_the_cap_holds_and_the_waiting_member_is_served_once_a_worker_is_free() -> None:
     capped = CallbackPool("capped", 1, LOG)
     release = threading.Event()
