@@ -591,7 +591,7 @@ class PooledConsumer(Consumer):
         if self._backlog or len(self.mailbox):
             # More now (a wake-up while it was queued, behind its backlog, woke nothing).
             return Turn.MORE
-        wait = self._resync_wait()
+        wait = None if self._resync is None else self._resync.wait_limit()
         if wait is not None and (self._retry is None or not self._retry.is_alive()):
             # A failed resync is tried again after its delay, events or not.
             self._retry = threading.Timer(max(wait, 0.001), self._wake)

@@ -293,7 +293,10 @@ class CallbackPool:
                 slot.turns += 1
                 lock.release()
                 try:
-                    outcome = self._turn(member, TURN_EVENTS)
+                    outcome = member.pool_turn(TURN_EVENTS)
+                except BaseException:  # a bug: the worker goes on (callbacks' own are caught)
+                    self._log.exception("pool: a turn of %r failed", member)
+                    outcome = Turn.IDLE
                 finally:
                     lock.acquire()
                 slot.member = None
