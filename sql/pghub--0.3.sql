@@ -506,24 +506,85 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    first integer := 0;  -- TG_ARGV index of the topic: options come before it
+    -- No initial values: each costs every call, the plain path's too. Those of the full path
+    -- are set where it starts.
+    first integer;  -- TG_ARGV index of the topic: options come before it
     topic text;
-    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    tbl text;
     columns text[];
-    with_data boolean := false;
+    with_data boolean;
     key_cols name[];
     col name;
+    arg text;  -- a key column of the plain path, as TG_ARGV gives it
     new_row jsonb;
     old_row jsonb;
-    new_key bigint[] := '{}'::bigint[];
-    old_key bigint[] := '{}'::bigint[];
+    new_key bigint[];
+    old_key bigint[];
     event_key bigint[];
     data jsonb;
     value jsonb;
     data_text text;
     bound integer;
     seq bigint;
+    moved boolean;  -- an UPDATE that changed the key: the value has "old_key"
+    ch text;
+    payload text;
+    done boolean;
 BEGIN
+    -- The plain path: a trigger as publish_table writes it without row data (no option, the
+    -- topic, then the key columns), AFTER, for a row. Every PL/pgSQL statement costs a row
+    -- some tenths of a microsecond, and a call of a function with a search_path of its own
+    -- (pghub.encode) several, so this path is short: NEW and OLD through to_jsonb (NULL where
+    -- the event has no such row), the key read from it as the full path reads it, and the
+    -- payload pghub.notify would send written here as text: pghub.encode's bytes for the value
+    -- {"op", "seq", "table"[, "old_key"]}, its members in jsonb's order, the table's name
+    -- through to_json (jsonb's own string escaper) with '$' as \u0024, keys as decimal bigints
+    -- (tests/python/test_statement_plain_path.py holds the two paths to the same bytes). A key
+    -- column missing or NULL takes the full path below, which raises as before; a durable topic
+    -- (its view exists) or a payload over 7999 bytes goes to pghub.notify, which journals or
+    -- raises. pghub.channel checks the topic, as pghub.notify does.
+    IF TG_LEVEL = 'ROW' AND TG_WHEN = 'AFTER' AND TG_NARGS > 1 AND left(TG_ARGV[0], 1) <> '+' THEN
+        new_row := to_jsonb(NEW);
+        old_row := to_jsonb(OLD);
+        FOREACH arg IN ARRAY TG_ARGV[1:TG_NARGS - 1] LOOP  -- NULL || x is {x}
+            EXIT WHEN NOT coalesce(new_row, old_row) ? arg;
+            new_key := new_key || (new_row ->> arg)::bigint;
+            old_key := old_key || (old_row ->> arg)::bigint;
+        END LOOP;
+        event_key := CASE WHEN new_row IS NULL THEN old_key ELSE new_key END;
+        moved := old_row IS NOT NULL AND new_row IS NOT NULL AND old_key <> new_key;
+        IF cardinality(event_key) = TG_NARGS - 1 AND array_position(event_key, NULL) IS NULL
+            AND (NOT moved OR array_position(old_key, NULL) IS NULL) THEN
+            seq := pg_catalog.set_config('pghub.seq', (coalesce(nullif(
+                pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint + 1)::text,
+                true)::bigint;
+            ch := pghub.channel(TG_ARGV[0]);
+            payload := 'e' || array_to_string(event_key, ',') || ':{"op":"'
+                || lower(left(TG_OP, 3)) || '","seq":' || seq || ',"table":'
+                || replace(to_json(format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))::text, '$',
+                    E'\\u0024')
+                || CASE WHEN moved THEN ',"old_key":[' || array_to_string(old_key, ',') || ']}'
+                    ELSE '}' END;
+            IF octet_length(payload) <= 7999 AND to_regclass('pghub."' || ch || '"') IS NULL THEN
+                -- An assignment, not PERFORM: PERFORM runs a query (about 2 µs more).
+                done := pg_notify(ch, payload) IS NULL;
+                RETURN NULL;
+            END IF;
+            value := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table',
+                format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), 'seq', seq);
+            IF moved THEN
+                value := value || jsonb_build_object('old_key', to_jsonb(old_key));
+            END IF;
+            PERFORM pghub.notify(TG_ARGV[0], event_key, value);
+            RETURN NULL;
+        END IF;
+    END IF;
+    -- The full path: options, the primary key looked up, row data, every check.
+    first := 0;
+    with_data := false;
+    new_key := '{}'::bigint[];
+    old_key := '{}'::bigint[];
+    tbl := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     -- Options, each starting with '+' (which no topic has), come before the topic; every
     -- argument after the topic is a key column, whatever its name ('+data' included).
     WHILE first < TG_NARGS AND left(TG_ARGV[first], 1) = '+' LOOP
@@ -642,16 +703,17 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    first integer := 0;  -- TG_ARGV index of the topic: the option '+checked' comes before it
-    checked boolean := false;
+    -- No initial values: each costs every call (pghub.row_trigger).
+    first integer;  -- TG_ARGV index of the topic: the option '+checked' comes before it
     topic text;
-    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    tbl text;
     key_cols name[];
     arity integer;
     new_name name;
     old_name name;
     one_row jsonb;
     other_row jsonb;
+    many boolean;
     one_key bigint[];
     other_key bigint[];
     col text;
@@ -664,98 +726,117 @@ DECLARE
     chunk_total bigint;
     chunk_part bigint;
     chunk_parts bigint;
-    seq bigint := coalesce(nullif(pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint;
+    ch text;
+    done boolean;
+    seq bigint;
 BEGIN
-    -- '+checked' (written by publish_table): the key columns were checked when the trigger was
-    -- made and the transition tables are pghub_new and pghub_old, so a one-row statement takes
-    -- the plain path below, without a catalog query. Without it (triggers of an older
-    -- publish_table, or written by hand) every statement takes the set-based path, which looks
-    -- both up, as do statements of several rows.
-    IF TG_NARGS > 1 AND TG_ARGV[0] = '+checked' THEN
-        checked := true;
-        first := 1;
+    -- The plain path. '+checked' (written by publish_table): the key columns were checked when
+    -- the trigger was made and the transition tables are pghub_new and pghub_old, so a
+    -- statement that changed one row (an UPDATE: one old and one new row, as many old as new
+    -- rows) is published without a catalog query or dynamic SQL. The row is read by static SQL
+    -- (cached plans; '+checked' fixes the names), the first row and whether a second exists in
+    -- one query (n.* and o.*: the whole row even when a column is called n or o), and its key
+    -- through to_jsonb, as pghub.row_trigger does. The event is the one the set-based path
+    -- below would make, its payload written as text as pghub.row_trigger writes its own (the
+    -- members in jsonb's order; one or two keys of at most 64 columns and a table's name always
+    -- fit in 7999 bytes); pghub.channel checks the topic; a durable topic goes to pghub.notify.
+    -- A key value that is not an integer number (a column renamed, dropped or retyped since
+    -- publish_table) leaves this path: the set-based path checks the columns again and raises;
+    -- so do statements of several rows, and triggers without '+checked' (an older
+    -- publish_table's, or written by hand), which look both up.
+    -- A transition table hides a table of the same name, but a trigger's arguments are its
+    -- owner's to write: should a forged '+checked' name no transition table, the names must
+    -- not reach a temporary table of the session that writes. Sessions without a temporary
+    -- schema (most) pay one function call for this.
+    IF TG_NARGS BETWEEN 3 AND 66 AND TG_ARGV[0] = '+checked' AND TG_WHEN = 'AFTER'
+        AND TG_LEVEL = 'STATEMENT' AND TG_OP <> 'TRUNCATE'
+        AND (pg_catalog.pg_my_temp_schema() = 0::oid
+            OR (pg_catalog.to_regclass('pg_temp.pghub_new') IS NULL
+                AND pg_catalog.to_regclass('pg_temp.pghub_old') IS NULL)) THEN
+        IF TG_OP = 'INSERT' THEN
+            SELECT to_jsonb(n.*), EXISTS (SELECT FROM pghub_new OFFSET 1)
+            INTO one_row, many
+            FROM pghub_new AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT to_jsonb(o.*), EXISTS (SELECT FROM pghub_old OFFSET 1)
+            INTO one_row, many
+            FROM pghub_old AS o;
+        ELSE  -- the new row, the old one (one, if the new is alone) and whether there are more
+            SELECT to_jsonb(n.*), (SELECT to_jsonb(o.*) FROM pghub_old AS o LIMIT 1),
+                EXISTS (SELECT FROM pghub_new OFFSET 1)
+            INTO one_row, other_row, many
+            FROM pghub_new AS n;
+        END IF;
+        IF NOT many THEN  -- NULL when there is no row
+            -- Each key value if it is an integer number of at most 19 digits, else NULL (a
+            -- missing column, text, a fraction). jsonb prints a number as numeric does: digits,
+            -- maybe a '-' and a '.', never an exponent. No regular expression: a counted
+            -- repetition costs microseconds. NULL || x is {x}.
+            FOREACH col IN ARRAY TG_ARGV[2:TG_NARGS - 1] LOOP
+                one_key := one_key || CASE WHEN jsonb_typeof(one_row -> col) = 'number'
+                    AND strpos(one_row ->> col, '.') = 0
+                    AND octet_length(ltrim(one_row ->> col, '-')) <= 19
+                    THEN (one_row ->> col)::bigint END;
+                other_key := other_key || CASE WHEN jsonb_typeof(other_row -> col) = 'number'
+                    AND strpos(other_row ->> col, '.') = 0
+                    AND octet_length(ltrim(other_row ->> col, '-')) <= 19
+                    THEN (other_row ->> col)::bigint END;
+            END LOOP;
+            IF array_position(one_key, NULL) IS NULL
+                AND (other_row IS NULL OR array_position(other_key, NULL) IS NULL) THEN
+                chunk_count := 1;
+                IF other_row IS NOT NULL AND other_key <> one_key THEN
+                    -- Two keys, sorted as the set-based path sorts them (column by column).
+                    one_key := CASE WHEN other_key < one_key THEN other_key || one_key
+                        ELSE one_key || other_key END;
+                    chunk_count := 2;
+                END IF;
+                -- "seq" numbers the events of a transaction, as in pghub.row_trigger.
+                seq := pg_catalog.set_config('pghub.seq', (coalesce(nullif(
+                    pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint + 1)::text,
+                    true)::bigint;
+                ch := pghub.channel(TG_ARGV[1]);
+                IF to_regclass('pghub."' || ch || '"') IS NULL THEN
+                    -- An assignment, not PERFORM: PERFORM runs a query (about 2 µs more).
+                    done := pg_notify(ch, 'e' || array_to_string(one_key, ',') || ':{"op":"'
+                        || lower(left(TG_OP, 3)) || '","seq":' || seq || ',"part":1,"arity":'
+                        || (TG_NARGS - 2) || ',"count":' || chunk_count || ',"parts":1,"table":'
+                        || replace(to_json(format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))::text,
+                            '$', E'\\u0024')
+                        || ',"total":' || chunk_count || '}') IS NULL;
+                    RETURN NULL;
+                END IF;
+                -- The value in a variable, not an expression in the call: pghub.notify (SQL) is
+                -- inlined only when its arguments are cheap; not inlined it costs about 10 µs
+                -- more.
+                header := jsonb_build_object('op', lower(left(TG_OP, 3)),
+                    'table', format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                    'arity', TG_NARGS - 2, 'count', chunk_count, 'total', chunk_count, 'part', 1,
+                    'parts', 1, 'seq', seq);
+                PERFORM pghub.notify(TG_ARGV[1], one_key, header);
+                RETURN NULL;
+            END IF;
+        ELSIF many IS NULL THEN
+            RETURN NULL;  -- no row: no event, as below
+        END IF;
     END IF;
+
+    -- The set-based path.
+    first := CASE WHEN TG_NARGS > 1 AND TG_ARGV[0] = '+checked' THEN 1 ELSE 0 END;
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'STATEMENT' OR TG_NARGS <= first THEN
         RAISE EXCEPTION 'pghub: statement_trigger must run AFTER ... FOR EACH STATEMENT, '
             'with the topic as first argument (after ''+checked'', if given)'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
     topic := TG_ARGV[first];
+    tbl := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    seq := coalesce(nullif(pg_catalog.current_setting('pghub.seq', true), ''), '0')::bigint;
     -- "seq" numbers the events of a transaction, as in pghub.row_trigger.
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pg_catalog.set_config('pghub.seq', (seq + 1)::text, true);
         PERFORM pghub.notify(topic, NULL::bigint[],
             jsonb_build_object('op', 'tru', 'table', tbl, 'seq', seq + 1));
         RETURN NULL;
-    END IF;
-    -- The plain path: one row changed (an UPDATE: one old and one new row, as many old as new
-    -- rows). The row is read with static SQL (cached plans; '+checked' fixes the names) and its
-    -- key through jsonb, as pghub.row_trigger does; the event is the one the set-based query
-    -- below would make (up to 64 key columns, one or two keys always fit in one event). A key
-    -- value that is not an integer number (a column renamed, dropped or retyped since
-    -- publish_table) leaves this path: the set-based path checks the columns again and raises.
-    -- A transition table hides a table of the same name, but a trigger's arguments are its
-    -- owner's to write: should a forged '+checked' name no transition table, the names must
-    -- not reach a temporary table of the session that writes. Sessions without a temporary
-    -- schema (most) pay one function call for this.
-    arity := TG_NARGS - first - 1;
-    checked := checked AND arity BETWEEN 1 AND 64
-        AND (pg_catalog.pg_my_temp_schema() = 0::oid
-            OR (pg_catalog.to_regclass('pg_temp.pghub_new') IS NULL
-                AND pg_catalog.to_regclass('pg_temp.pghub_old') IS NULL));
-    IF checked THEN
-        -- One query: the first row (only it goes through to_jsonb) and whether there is a
-        -- second (an uncorrelated EXISTS, run once). n.* and o.*: the whole row even when a
-        -- column is called n or o.
-        IF TG_OP = 'DELETE' THEN
-            SELECT to_jsonb(o.*), EXISTS (SELECT FROM pghub_old OFFSET 1)
-            INTO one_row, checked
-            FROM pghub_old AS o;
-        ELSE
-            SELECT to_jsonb(n.*), EXISTS (SELECT FROM pghub_new OFFSET 1)
-            INTO one_row, checked
-            FROM pghub_new AS n;
-        END IF;
-        IF NOT FOUND THEN
-            RETURN NULL;  -- no row: no event, as below
-        END IF;
-        checked := NOT checked;  -- one row only
-    END IF;
-    IF checked THEN
-        IF TG_OP = 'UPDATE' THEN
-            SELECT to_jsonb(o.*) INTO other_row FROM pghub_old AS o;
-        END IF;
-        chunk_count := 1;
-        one_key := '{}'::bigint[];
-        other_key := '{}'::bigint[];
-        -- jsonb_typeof is NULL for a missing column and 'string' for a text one; the pattern
-        -- refuses a number with a fraction or an exponent.
-        FOREACH col IN ARRAY TG_ARGV[first + 1:TG_NARGS - 1] LOOP
-            EXIT WHEN jsonb_typeof(one_row -> col) IS DISTINCT FROM 'number'
-                OR (one_row ->> col) !~ '^-?[0-9]{1,19}$';
-            one_key := one_key || (one_row ->> col)::bigint;
-            CONTINUE WHEN other_row IS NULL;
-            EXIT WHEN jsonb_typeof(other_row -> col) IS DISTINCT FROM 'number'
-                OR (other_row ->> col) !~ '^-?[0-9]{1,19}$';
-            other_key := other_key || (other_row ->> col)::bigint;
-        END LOOP;
-        IF cardinality(one_key) = arity
-            AND (other_row IS NULL OR cardinality(other_key) = arity) THEN
-            IF other_row IS NOT NULL AND other_key <> one_key THEN
-                -- Two keys, sorted as the set-based path sorts them (column by column).
-                one_key := CASE WHEN other_key < one_key THEN other_key || one_key
-                    ELSE one_key || other_key END;
-                chunk_count := 2;
-            END IF;
-            -- The value in a variable, not an expression in the call: pghub.notify (SQL) is
-            -- inlined only when its arguments are cheap; not inlined it costs about 10 µs more.
-            header := jsonb_build_object('op', lower(left(TG_OP, 3)), 'table', tbl,
-                'arity', arity, 'count', chunk_count, 'total', chunk_count, 'part', 1,
-                'parts', 1,
-                'seq', pg_catalog.set_config('pghub.seq', (seq + 1)::text, true)::bigint);
-            PERFORM pghub.notify(topic, one_key, header);
-            RETURN NULL;
-        END IF;
     END IF;
 
     key_cols := pghub.key_columns(TG_RELID::regclass, TG_ARGV[first + 1:TG_NARGS - 1]);

@@ -148,7 +148,12 @@ BEGIN
             ('pg_has_role', '{oid,text}', 'boolean'),
             ('has_table_privilege', '{text,text}', 'boolean'),
             ('split_part', '{text,text,integer}', 'text'),
-            ('current_setting', '{text}', 'text')
+            ('current_setting', '{text}', 'text'),
+            -- what the triggers' plain paths call
+            ('jsonb_typeof', '{jsonb}', 'text'),
+            ('ltrim', '{text,text}', 'text'),
+            ('to_json', '{text}', 'json'),
+            ('pg_my_temp_schema', '{}', 'oid')
         ) AS v (name, argtypes, result)
     LOOP
         SELECT string_agg(format('$%s', i), ', ') INTO args
@@ -188,7 +193,18 @@ BEGIN
             ('<=', 'xid8', 'xid8', 'boolean'),
             ('<=', 'interval', 'interval', 'boolean'),
             ('<', 'timestamptz', 'timestamptz', 'boolean'),
-            ('%', 'bigint', 'integer', 'bigint')
+            ('%', 'bigint', 'integer', 'bigint'),
+            -- what the triggers' plain paths use
+            ('->', 'jsonb', 'text', 'jsonb'),
+            ('||', 'bigint[]', 'bigint', 'bigint[]'),
+            ('||', 'bigint[]', 'bigint[]', 'bigint[]'),
+            ('||', 'text', 'bigint', 'text'),
+            ('||', 'text', 'integer', 'text'),
+            ('<>', 'bigint[]', 'bigint[]', 'boolean'),
+            ('<', 'bigint[]', 'bigint[]', 'boolean'),
+            ('=', 'integer', 'integer', 'boolean'),
+            ('-', 'integer', 'integer', 'integer'),
+            ('=', 'oid', 'oid', 'boolean')
         ) AS v (op, l, r, result)
     LOOP
         n := n + 1;
@@ -233,13 +249,20 @@ SELECT pghub.notify('Orders', '{1}', '{"a": 1}');
 INSERT INTO evil_tap.items VALUES (1, 'a'), (2, 'b');
 UPDATE evil_tap.items SET descr = 'c';
 DELETE FROM evil_tap.items;
+-- One-row statements: the statement trigger's plain path.
+INSERT INTO evil_tap.items VALUES (3, 'd');
+UPDATE evil_tap.items SET id = 4;
+DELETE FROM evil_tap.items;
 TRUNCATE evil_tap.items;
 INSERT INTO evil_tap.lines VALUES (1, 10, 'a');
 UPDATE evil_tap.lines SET "+data" = 11; -- noqa: RF05
 DELETE FROM evil_tap.lines;
 TRUNCATE evil_tap.lines;
 SELECT pghub.publish_table('evil_tap.lines', 'Lines', 'row');
+-- The row trigger's plain path: each kind of event, a key changed.
 INSERT INTO evil_tap.lines VALUES (2, 20, 'b');
+UPDATE evil_tap.lines SET id = 3;
+DELETE FROM evil_tap.lines;
 CREATE TEMPORARY TABLE after_triggers AS
 SELECT
     pg_catalog.current_setting('pghub.seq') AS seq,
@@ -299,8 +322,8 @@ SELECT is(
     (SELECT h.statement_channel FROM pg_temp.hostile AS h), 'items', 'publish_table, statement'
 );
 SELECT is((SELECT h.row_channel FROM pg_temp.hostile AS h), 'lines', 'publish_table, row');
--- 3 statement events, 1 truncate; row level: 3 rows, 1 truncate, then 1 row.
-SELECT is((SELECT a.seq FROM pg_temp.after_triggers AS a), '9', 'every trigger sent its event');
+-- 6 statement events, 1 truncate; row level: 3 rows, 1 truncate, then 3 rows.
+SELECT is((SELECT a.seq FROM pg_temp.after_triggers AS a), '14', 'every trigger sent its event');
 SELECT is((SELECT a.dropped FROM pg_temp.after_triggers AS a), 4, 'unpublish_table');
 SELECT is(
     (SELECT ARRAY[d.commit_channel, d.tick_channel] FROM pg_temp.durable AS d),
@@ -321,7 +344,7 @@ SELECT is(
     ),
     row(
         '{3}'::bigint[],
-        '{"op": "ins", "seq": 10, "table": "evil_tap.notes", "data_omitted": true}'::jsonb
+        '{"op": "ins", "seq": 15, "table": "evil_tap.notes", "data_omitted": true}'::jsonb
     ),
     'the row trigger journals a row too large to NOTIFY whole, with its stand-in'
 );
