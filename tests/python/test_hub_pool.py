@@ -493,3 +493,69 @@ def test_a_failed_resync_of_a_pooled_consumer_is_tried_again_without_events(
     wait_until(lambda: len(calls) >= 2, 10, "the resync tried again")
     assert calls[:2] == [frozenset({"pool_resync"})] * 2
     assert hub.stats().callback_errors == 1
+
+
+# --- fork ----------------------------------------------------------------------------------------
+
+
+def test_a_forked_child_of_a_hub_with_pooled_consumers_is_refused_and_the_parent_goes_on(
+    dsn: str, hubs: HubPool
+) -> None:
+    from test_hub_fork import in_child, outcome
+
+    hub = hubs.started(dsn, name="poolfork")
+    rec = Recorder()
+    consumer = hub.consumer(rec, "pool_fork", run="pool")
+    inline = Recorder("inline")
+    hub.consumer(inline, "pool_fork", run="inline")
+    subscribed(rec, "pool_fork")
+    subscribed(inline, "pool_fork")
+
+    def child() -> dict[str, Any]:
+        return {
+            "pool": outcome(lambda: hub.consumer(lambda e: None, "pool_fork", run="pool")),
+            "inline": outcome(lambda: hub.consumer(lambda e: None, "pool_fork", run="inline")),
+            "close": outcome(consumer.close),
+            "stop": outcome(hub.stop),
+        }
+
+    report = in_child(child)
+    for call, said in report.items():
+        assert said.startswith("HubForked: "), f"{call} in the child: {said}"
+    hub.notify("pool_fork", [3])
+    assert [e.key for e in rec.wait_events(1)] == [(3,)]
+    assert [e.key for e in inline.wait_events(1)] == [(3,)]
+
+
+def test_a_hub_started_in_a_forked_child_runs_pooled_consumers_there(
+    dsn: str, hubs: HubPool
+) -> None:
+    from test_hub_fork import in_child, outcome
+
+    hub = hubs.make(dsn, name="poolprefork")
+
+    def child() -> dict[str, Any]:
+        got = threading.Event()
+        ready = threading.Event()
+
+        def on_event(event: Event) -> None:
+            advisory = event.advisory
+            if advisory is not None and advisory.action is Action.SUBSCRIBE:
+                ready.set()
+            elif event.key == (7,):
+                got.set()
+
+        report: dict[str, Any] = {"start": outcome(hub.start)}
+        hub.consumer(on_event, "pool_prefork", run="pool")
+        report["subscribed"] = ready.wait(10)
+        hub.notify("pool_prefork", [7])
+        report["heard"] = got.wait(10)
+        report["stop"] = outcome(hub.stop)
+        return report
+
+    assert in_child(child) == {
+        "start": "returned",
+        "subscribed": True,
+        "heard": True,
+        "stop": "returned",
+    }
