@@ -238,8 +238,9 @@ class Hub(HubBase):
 
         With the send queue full (``send_queue_size``) it waits up to ``send_wait`` seconds
         for the engine to take a batch, then raises SendQueueFull; at once with
-        ``send_wait=0`` or on the engine thread (a ``confirm`` callback)."""
-        answer = _SyncAnswer(1, confirm, self.log)
+        ``send_wait=0`` or on the engine thread (an inline or ``confirm`` callback, where
+        waiting for the future's result raises RuntimeError: that thread answers it)."""
+        answer = _SyncAnswer(1, confirm, self.log, self._engine.on_engine_thread)
         self._engine.notify(self._outgoing(topic, key, value, next(self._groups), answer.one))
         return answer.future
 
@@ -250,7 +251,7 @@ class Hub(HubBase):
         every event is valid; the future (and ``confirm``, once) is True when every event
         committed."""
         items = self._outgoing_many(events)
-        answer = _SyncAnswer(len(items), confirm, self.log)
+        answer = _SyncAnswer(len(items), confirm, self.log, self._engine.on_engine_thread)
         self._engine.notify_many([item._replace(confirm=answer.one) for item in items])
         if not items:  # raises HubStopped above after stop(), even for no events
             answer.settle()  # nothing to send, nothing that failed
@@ -266,13 +267,44 @@ class _SyncAnswer(Answer):
     engine thread). It is marked running at once: a queued notify cannot be called back, so
     ``cancel()`` says False."""
 
-    def __init__(self, events: int, confirm: Confirm | None, log: HubLog) -> None:
+    def __init__(
+        self,
+        events: int,
+        confirm: Confirm | None,
+        log: HubLog,
+        on_engine_thread: Callable[[], bool],
+    ) -> None:
         super().__init__(events, confirm, log)
-        self.future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self.future: concurrent.futures.Future[bool] = _Answered(on_engine_thread)
         self.future.set_running_or_notify_cancel()
 
     def _resolve(self, ok: bool) -> None:
         self.future.set_result(ok)
+
+
+class _Answered(concurrent.futures.Future[bool]):
+    """A notify's future. Waiting for it on the engine thread (an inline or ``confirm``
+    callback), which is the thread that answers it, raises RuntimeError at once instead of
+    waiting for ever (or for the whole timeout, the hub stalled meanwhile)."""
+
+    def __init__(self, on_engine_thread: Callable[[], bool]) -> None:
+        super().__init__()
+        self._on_engine_thread = on_engine_thread
+
+    def result(self, timeout: float | None = None) -> bool:
+        self._refuse_wait()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._refuse_wait()
+        return super().exception(timeout)
+
+    def _refuse_wait(self) -> None:
+        if not self.done() and self._on_engine_thread():
+            raise RuntimeError(
+                "a notify's answer cannot be waited for on the hub's engine thread (an inline"
+                " or confirm callback): that thread gives it; use confirm= instead"
+            )
 
 
 class SyncSubscription:

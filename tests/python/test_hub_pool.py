@@ -399,6 +399,10 @@ def test_inline_callbacks_run_on_the_engine_thread_and_must_not_wait_on_it(
         except RuntimeError as exc:
             seen["subscription"] = str(exc)
         seen["notified"] = hub.notify("pool_inline_echo", [1])  # queued, not waited for
+        try:
+            hub.notify("pool_inline_echo", [2]).result(5)
+        except RuntimeError as exc:
+            seen["result"] = str(exc)
         seen["waited"] = time.monotonic() - start
         ready.set()
 
@@ -416,7 +420,8 @@ def test_inline_callbacks_run_on_the_engine_thread_and_must_not_wait_on_it(
     assert seen["joined"] is False
     assert "engine thread" in seen["subscription"]
     assert seen["waited"] < 1.0
-    echo.wait_events(1)
+    assert "engine thread" in seen["result"]
+    echo.wait_events(2)
     assert seen["notified"].result(5) is True
 
 
