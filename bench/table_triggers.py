@@ -9,8 +9,11 @@ its own, ``pghub_bench_tables_*``, with pghub installed by the script route from
 
 "statement, old arguments" is a statement trigger written as an older publish_table wrote it
 (no '+checked'): it takes the path every statement took before, the catalog lookups included,
-so it is the "before" of the same run. Variants alternate within each round and every ratio is
-the median of the per-round ratios (the machine is shared and noisy).
+so it is the "before" of the same run. ``single`` and ``writers`` take ``--baseline REV``: the
+row and statement triggers of that git revision's SQL, installed in a database of their own,
+join the variants (the "before" of a change to the trigger bodies). Variants alternate within
+each round and every ratio is the median of the per-round ratios (the machine is shared and
+noisy).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +73,62 @@ def setup(dsn: str) -> dict[str, str]:
     return tables
 
 
-def rounds_of_pgbench(dsn: str, rounds: int, seconds: int, clients: int) -> dict[str, list[float]]:
-    tables = setup(dsn)
+BEFORE_CHANNELS = ("b_row", "b_stm")
+
+
+def places(dsn: str, before_dsn: str | None, baseline: str | None) -> dict[str, tuple[str, str]]:
+    """Each variant's database and table: this tree's, then the baseline revision's triggers."""
+    found = {variant: (dsn, table) for variant, table in setup(dsn).items()}
+    if before_dsn is not None:
+        with psycopg.connect(before_dsn, autocommit=True) as conn:
+            for table, level in zip(BEFORE_CHANNELS, ("row", "statement"), strict=True):
+                conn.execute(TABLE.format(t=table))
+                conn.execute(f"SELECT pghub.publish_table('{table}', '{table}', '{level}')")
+                found[f"pghub {level} trigger at {baseline}"] = (before_dsn, table)
+    return found
+
+
+@contextmanager
+def databases(admin_dsn: str, baseline: str | None) -> Iterator[tuple[str, str | None]]:
+    """This tree's scratch database and, with a baseline, one with that revision's pghub."""
+    pid = os.getpid()
+    with database(admin_dsn, f"pghub_bench_tables_{pid}") as dsn:
+        if baseline is None:
+            yield dsn, None
+            return
+        with (
+            baseline_sql(baseline) as old_sql,
+            database(admin_dsn, f"pghub_bench_tables_before_{pid}", old_sql) as before_dsn,
+        ):
+            yield dsn, before_dsn
+
+
+def rounds_of_pgbench(
+    where: dict[str, tuple[str, str]], rounds: int, seconds: int, clients: int
+) -> dict[str, list[float]]:
     stop = threading.Event()
-    helper = threading.Thread(target=drain_notifications, args=(dsn, stop, CHANNELS))
-    helper.start()
-    results: dict[str, list[float]] = {variant: [] for variant in tables}
+    helpers = [
+        threading.Thread(target=drain_notifications, args=(dsn, stop, channels))
+        for dsn, channels in {
+            dsn: CHANNELS if table.startswith("t") else BEFORE_CHANNELS
+            for dsn, table in where.values()
+        }.items()
+    ]
+    for helper in helpers:
+        helper.start()
+    results: dict[str, list[float]] = {variant: [] for variant in where}
     try:
         for round_number in range(rounds):
-            order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+            order = list(where) if round_number % 2 == 0 else list(reversed(where))
             for variant in order:
-                results[variant].append(pgbench(dsn, tables[variant], clients, seconds))
+                results[variant].append(pgbench(*where[variant], clients, seconds))
             print(f"round {round_number + 1} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
-                f"{v} {results[v][-1]:.0f}" for v in tables
+                f"{v} {results[v][-1]:.0f}" for v in where
             ), flush=True)  # fmt: skip
     finally:
         stop.set()
-        helper.join()
+        for helper in helpers:
+            helper.join()
     return results
 
 
@@ -102,24 +146,32 @@ END $$;
 """
 
 
-def single(admin_dsn: str, rounds: int, n: int) -> None:
+def single(admin_dsn: str, rounds: int, n: int, baseline: str | None) -> None:
     """One writer, timed inside the server (commits are fsync-bound and too noisy here): n
     one-row INSERT statements in a transaction that is rolled back, µs each."""
-    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
-        tables = setup(dsn)
-        results: dict[str, list[float]] = {variant: [] for variant in tables}
-        with psycopg.connect(dsn) as conn:
-            conn.execute(LOOP)
-            conn.commit()
+    with databases(admin_dsn, baseline) as (dsn, before_dsn):
+        where = places(dsn, before_dsn, baseline)
+        results: dict[str, list[float]] = {variant: [] for variant in where}
+        conns = {
+            place_dsn: psycopg.connect(place_dsn) for place_dsn in {d for d, _ in where.values()}
+        }
+        try:
+            for conn in conns.values():
+                conn.execute(LOOP)
+                conn.commit()
             for round_number in range(rounds):
-                order = list(tables) if round_number % 2 == 0 else list(reversed(tables))
+                order = list(where) if round_number % 2 == 0 else list(reversed(where))
                 for variant in order:
+                    conn = conns[where[variant][0]]
                     row = conn.execute(
-                        "SELECT insert_loop(%s, %s)", (tables[variant], n)
+                        "SELECT insert_loop(%s, %s)", (where[variant][1], n)
                     ).fetchone()
                     conn.rollback()
                     assert row is not None
                     results[variant].append(row[0])
+        finally:
+            for conn in conns.values():
+                conn.close()
         load = os.getloadavg()[0]
     base = results["unpublished"]
     print(f"1 writer, {n} one-row INSERT statements a round, {rounds} rounds, load {load:.1f}")
@@ -130,9 +182,9 @@ def single(admin_dsn: str, rounds: int, n: int) -> None:
         print(f"| {variant} | {median(times):.1f} | {added:+.1f} |")
 
 
-def writers(admin_dsn: str, rounds: int, seconds: int, clients: int) -> None:
-    with database(admin_dsn, f"pghub_bench_tables_{os.getpid()}") as dsn:
-        results = rounds_of_pgbench(dsn, rounds, seconds, clients)
+def writers(admin_dsn: str, rounds: int, seconds: int, clients: int, baseline: str | None) -> None:
+    with databases(admin_dsn, baseline) as (dsn, before_dsn):
+        results = rounds_of_pgbench(places(dsn, before_dsn, baseline), rounds, seconds, clients)
     base = results["unpublished"]
     plain = results["pg_notify row trigger"]
     print(f"\n{clients} writers, one INSERT a transaction, {rounds} rounds of {seconds} s")
@@ -210,19 +262,21 @@ def main() -> None:
     s = sub.add_parser("single")
     s.add_argument("--rounds", type=int, default=7)
     s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--baseline", default=None, help="a git revision whose triggers to add")
     w = sub.add_parser("writers")
     w.add_argument("--rounds", type=int, default=3)
     w.add_argument("--seconds", type=int, default=10)
     w.add_argument("--clients", type=int, default=8)
+    w.add_argument("--baseline", default=None, help="a git revision whose triggers to add")
     b = sub.add_parser("bulk")
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--n", type=int, default=10_000)
     b.add_argument("--baseline", default=BASELINE)
     args: Any = parser.parse_args()
     if args.command == "single":
-        single(args.dsn, args.rounds, args.n)
+        single(args.dsn, args.rounds, args.n, args.baseline)
     elif args.command == "writers":
-        writers(args.dsn, args.rounds, args.seconds, args.clients)
+        writers(args.dsn, args.rounds, args.seconds, args.clients, args.baseline)
     else:
         bulk(args.dsn, args.rounds, args.n, args.baseline)
 
