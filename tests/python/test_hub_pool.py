@@ -344,6 +344,42 @@ def test_a_pooled_callback_that_stops_the_hub_does_not_wait_for_itself(
     assert hub.join(5)
 
 
+def test_a_huge_backlog_takes_turns_with_the_other_consumers(dsn: str, hubs: HubPool) -> None:
+    hub = hubs.started(dsn, pool_max_threads=1)  # one worker: only turns share it
+    heavy_got: list[int] = []
+    light_at: list[int] = []
+    release = threading.Event()
+
+    def heavy(event: Event) -> None:
+        if event.topic is not None:
+            release.wait(BLOCK)  # the first holds the worker while the backlog builds up
+            heavy_got.append(event.key[0])
+            time.sleep(0.0002)
+
+    def light(event: Event) -> None:
+        if event.topic is not None:
+            light_at.append(len(heavy_got))
+
+    consumers = [hub.consumer(heavy, "pool_fair", run="pool", queue_size=20_000)]
+    consumers.append(hub.consumer(light, "pool_fair_light", run="pool"))
+    for consumer in consumers:
+        assert consumer.wait_subscribed(10)
+    hub.notify("pool_fair", [0]).result(10)
+    wait_until(lambda: consumers[0].pool_state is State.RUNNING, 5, "heavy in its turn")  # type: ignore[attr-defined]
+    hub.notify_many([("pool_fair", [k], None) for k in range(1, 3000)]).result(10)
+    wait_until(lambda: len(consumers[0].mailbox) == 2999, 10, "heavy's backlog queued")
+    release.set()
+    wait_until(lambda: len(heavy_got) >= 10, 10, "heavy under way")
+    sent_at = len(heavy_got)
+    hub.notify("pool_fair_light", [1])
+    wait_until(lambda: bool(light_at), 10, "light served")
+    # Behind the rest of heavy's turn, and at most one more (256 events each), not behind
+    # all of the 3000 it had queued.
+    assert light_at[0] - sent_at <= 2 * 256, (sent_at, light_at)
+    wait_until(lambda: len(heavy_got) == 3000, 20, "heavy done")
+    assert heavy_got == list(range(3000))
+
+
 def test_a_stuck_pooled_consumer_overflows_and_hears_how_many_it_lost(
     dsn: str, hubs: HubPool
 ) -> None:
