@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pghub._router", "pghub._session", "pghub._inbox", "pghub._fork", "pghub._waitroom"),
     ("pghub._core", "pghub._durable", "pghub._resync"),  # the decisions, without I/O
     ("pghub._subscriptions", "pghub._outbox", "pghub._mailbox", "pghub._backoff", "pghub.wire"),
+    ("pghub._pool",),  # the sync hub's callback pool: threads running consumers' turns
     ("pghub._jsonread",),  # the JSON part of a payload, read strictly
     ("pghub._canonical", "pghub._options", "pghub.stats", "pghub.events", "pghub._log"),
     ("pghub.errors",),
