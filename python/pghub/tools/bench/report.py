@@ -239,7 +239,7 @@ def headline(result: dict[str, Any]) -> str:
 
 def table(summary: dict[str, Any]) -> str:
     """The medians side by side, with pghub's ratio to the baseline and the targets."""
-    lines = [f"{'scenario':<12} {'figure':<11} {'baseline':>11} {'pghub':>11} {'ratio':>7}"]
+    lines = [f"{'scenario':<14} {'figure':<11} {'baseline':>11} {'pghub':>11} {'ratio':>7}"]
     for scenario, entry in summary.items():
         label = scenario
         for figure in FIGURES:
@@ -248,19 +248,19 @@ def table(summary: dict[str, Any]) -> str:
                 continue
             ratio = "-" if r is None else f"{r:.2f}x"
             lines.append(
-                f"{label:<12} {_LABELS[figure]:<11} {_fmt(b, figure):>11} "
+                f"{label:<14} {_LABELS[figure]:<11} {_fmt(b, figure):>11} "
                 f"{_fmt(p, figure):>11} {ratio:>7}"
             )
             label = ""
         for side in entry["sides"]:
             if entry[side]["lost"] or entry[side]["timed_out"]:
                 lines.append(
-                    f"{'':<12} warning: {side} lost {entry[side]['lost']} events, "
+                    f"{'':<14} warning: {side} lost {entry[side]['lost']} events, "
                     f"{entry[side]['timed_out']} runs timed out"
                 )
         for target, met in entry["targets"].items():
             state = "not measured" if met is None else ("met" if met else "MISSED")
-            lines.append(f"{'':<12} target {target}: {state}")
+            lines.append(f"{'':<14} target {target}: {state}")
     return "\n".join(lines)
 
 

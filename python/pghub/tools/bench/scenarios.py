@@ -23,14 +23,16 @@ SCENARIOS = (
     "paced10k",
     "paced-inline",
     "fanout",
+    "fanout-shared",
     "fanout-pool",
     "large",
 )
 # Variants of a scenario whose pghub listener runs its callbacks elsewhere than in a thread of
 # their own (docs/hub.md, Where callbacks run); each runs on both sides, like any scenario, so
 # that its ratio is to a baseline of the same run: paced-inline (run="inline", on the hub's
-# engine thread) and fanout-pool (run="pool", shared=True: the hub's callback pool, values
-# shared rather than copied for each of the 100 consumers).
+# engine thread), fanout-shared (shared=True: values shared rather than copied for each of
+# the 100 consumers, each still in a thread of its own) and fanout-pool (run="pool",
+# shared=True: the hub's callback pool as well; against fanout-shared, the pool's own part).
 # Durable topics (issue 13): through pghub only, once a run, each in a database of its own
 # (durable.py). The full run includes them; --quick only when named with --scenario.
 DURABLE = ("durable-replay", "durable-latency", "durable-writers", "durable-large")
@@ -80,6 +82,9 @@ def workloads(quick: bool) -> dict[str, Workload]:
                 "paced-inline", 1_500, rate=1000.0, latencies=True, run="inline"
             ),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
+            "fanout-shared": Workload(
+                "fanout-shared", 1_000, consumers=100, batch=BURST, shared=True
+            ),
             "fanout-pool": Workload(
                 "fanout-pool", 1_000, consumers=100, batch=BURST, run="pool", shared=True
             ),
@@ -94,6 +99,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
         "paced10k": Workload("paced10k", 50_000, rate=10_000.0, latencies=True),
         "paced-inline": Workload("paced-inline", 10_000, rate=1000.0, latencies=True, run="inline"),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
+        "fanout-shared": Workload("fanout-shared", 5_000, consumers=100, batch=BURST, shared=True),
         "fanout-pool": Workload(
             "fanout-pool", 5_000, consumers=100, batch=BURST, run="pool", shared=True
         ),
