@@ -42,9 +42,11 @@ Outputs: :meth:`Core.next_command` (the statement to send, or None), :meth:`Core
 :meth:`Core.keeps_session` and :meth:`Core.wants_session` (the driver holds a session
 exactly while the phase is CONNECTING, LISTENING or CONNECTED, a new one for each
 attempt), :meth:`Core.wait` (how long the driver may wait for its socket),
-:meth:`Core.may_finish`, :attr:`Core.routes` (channel -> mailboxes, read per notification by
-``_router.Router``), advisories put straight into mailboxes, and two callbacks:
-``on_confirm(items, ok)`` and ``on_first_connect(outcome, why)``.
+:meth:`Core.caller_may_send` (a caller's thread may ask :meth:`Core.next_command` itself while
+the driver waits, lending it its turn), :meth:`Core.may_finish`, :attr:`Core.routes`
+(channel -> mailboxes, read per notification by ``_router.Router``), advisories put
+straight into mailboxes, and two callbacks: ``on_confirm(items, ok)`` and
+``on_first_connect(outcome, why)``.
 
 Invariants it keeps:
 
@@ -387,6 +389,14 @@ class Core:
             and in_flight[-1].kind is Kind.NOTIFY
             and not in_flight[-1].alone
         )
+
+    def caller_may_send(self) -> bool:
+        """A caller's thread that queued notifies may ask :meth:`next_command` now, while
+        the driver waits (it holds the driver's turn then): connected, not stopping, nothing
+        in flight. With notifies queued the command is a notify batch (or a retry alone) or a
+        subscription change owed before them, none of which calls anybody back; the driver
+        reads its answer as ever. Anything busier is the driver's."""
+        return not self.in_flight and self.phase is Phase.CONNECTED and not self.stopping
 
     def may_finish(self) -> bool:
         """Stopping, and nothing left to send: the driver may wind down."""

@@ -9,6 +9,13 @@ happened to the core (notifications to the router), and let the core act on the 
 What its callers see of its life (started, stopped, first connect, forked) is kept by
 ``_lifecycle``; callers waiting for room in a full send queue wait in ``_waitroom``.
 
+The engine thread holds its turn (a lock) except while it waits in ``poll()``. A caller of
+``notify`` that finds it waiting with nothing in flight takes the turn and sends the core's
+next command itself (``_send_here``): the event leaves without waking the engine thread, a
+thread hand-off saved on the way out; the engine thread, woken by the answer, reads it and
+calls back as ever. Nothing but sending is done on a caller's thread: a session that breaks
+there is told to the core by the engine thread.
+
 It deals in mailboxes, not consumers. Its public methods are safe from any thread; once it
 has finished they act at once on the caller's thread.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import select
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,6 +89,11 @@ class Engine:
         self._session: Session | None = None
         self._attempt = 0
         self._waits_for = 0
+        # The turn: held by the engine thread except while it waits in poll(). A caller that
+        # takes it then (the engine idle) sends its notifies itself (_send_here); the engine
+        # reads the answer. A session that broke on a caller's thread, for the engine to tell.
+        self._turn = threading.Lock()
+        self._lost_here: tuple[Session, str] | None = None
 
     @property
     def state(self) -> str:
@@ -128,7 +141,32 @@ class Engine:
             if not wait or life.on_thread():
                 raise
             self._room.wait(lambda: self.core.notify(items), full, life.refuse_if_stopped)
-        self._inbox.ring()
+        if not self._send_here():
+            self._inbox.ring()
+
+    def _send_here(self) -> bool:
+        """Send the queued notifies on this thread when the engine thread waits with nothing
+        to do (the core says whether it may: connected, nothing in flight), sparing the
+        wake-up of the engine thread on the way out; the engine thread reads the answer as
+        ever. True when nothing is left for the engine to send or flush."""
+        core = self.core
+        if not core.caller_may_send() or not self._turn.acquire(blocking=False):
+            return False  # a hint without the turn; decided again with it
+        try:
+            session = self._session
+            if session is None or self._waits_for or self._inbox or self._lost_here:
+                return False
+            if not core.caller_may_send():
+                return False
+            if not core.outbox:
+                return True  # the engine took them meanwhile
+            lost = self._send(session, len(core.outbox))
+            if lost is not None:
+                self._lost_here = (session, lost)  # for the engine thread, woken now
+                return False
+            return not core.outbox and not self._waits_for
+        finally:
+            self._turn.release()
 
     def request_stop(self) -> None:
         if self.life.request_stop():
@@ -160,19 +198,22 @@ class Engine:
     # --- the engine thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self.core.start(time.monotonic())
-            self._sync_session()
-            self._loop()
-        except BaseException:
-            self.log.exception("engine failed; stopping")
-        finally:
-            self._finish()
+        with self._turn:  # let go only while waiting (_wait)
+            try:
+                self.core.start(time.monotonic())
+                self._sync_session()
+                self._loop()
+            except BaseException:
+                self.log.exception("engine failed; stopping")
+            finally:
+                self._finish()
 
     def _loop(self) -> None:
         core = self.core
         while True:
             self._inbox.run(self.log)
+            if self._lost_here is not None:
+                self._tell_lost_here()
             if core.watching_room:
                 core.room(time.monotonic())
             if self.life.stop_requested:
@@ -197,6 +238,16 @@ class Engine:
             core.due(time.monotonic())
             self._sync_session()
 
+    def _tell_lost_here(self) -> None:
+        """A caller's send broke the session (_send_here): tell the core, if it is still the
+        session in use."""
+        assert self._lost_here is not None
+        broken, reason = self._lost_here
+        self._lost_here = None
+        if broken is self._session:
+            self.core.lost(reason, time.monotonic())
+            self._sync_session()
+
     def _wait(self, session: Session | None) -> int:
         """poll() (not select(): sockets may be numbered past 1024) for the session, a
         wake-up or the core's deadline; the session's poll events."""
@@ -211,7 +262,13 @@ class Engine:
             read = 0 if connecting or self.core.reading_paused else _READ
             poller.register(fd, read | self._waits_for)
         events = 0
-        for ready_fd, ready in poller.poll(self.core.wait(time.monotonic()) * 1000):
+        timeout = self.core.wait(time.monotonic()) * 1000
+        self._turn.release()  # a caller may send meanwhile (_send_here)
+        try:
+            ready_fds = poller.poll(timeout)
+        finally:
+            self._turn.acquire()
+        for ready_fd, ready in ready_fds:
             if ready_fd == fd:
                 events = ready
             else:
@@ -253,17 +310,27 @@ class Engine:
         # after subscribe() in one thread goes out after that LISTEN, stopping included.
         sendable = len(self.core.outbox)
         self._inbox.run(self.log)
-        command = self.core.next_command(time.monotonic(), sendable)
-        if command is not None and command.batch:
-            self._room.room_made()
         session = self._session
-        if command is not None and session is not None:
-            try:
-                session.send(command.query, command.params)
-                self._flush(session)
-            except SessionLost as exc:
-                self.core.lost(str(exc), time.monotonic())
+        if session is not None:
+            lost = self._send(session, sendable)
+            if lost is not None:
+                self.core.lost(lost, time.monotonic())
                 self._sync_session()
+
+    def _send(self, session: Session, sendable: int) -> str | None:
+        """Send the core's next command, if any, with the turn held (the engine thread, or a
+        caller in _send_here); why the session broke, if it did (the engine tells the core)."""
+        command = self.core.next_command(time.monotonic(), sendable)
+        if command is None:
+            return None
+        if command.batch:
+            self._room.room_made()
+        try:
+            session.send(command.query, command.params)
+            self._flush(session)
+        except SessionLost as exc:
+            return str(exc)
+        return None
 
     def _flush(self, session: Session) -> None:
         flushed = session.flush()

@@ -572,6 +572,41 @@ def test_notify_batches_are_pipelined_up_to_the_depth() -> None:
     assert r.core.command is None
 
 
+def test_a_caller_may_send_only_while_connected_with_nothing_in_flight() -> None:
+    """A caller's thread sends itself (the engine idle) only on an announced session with
+    nothing in flight and no stop asked: then the next command is its notifies (or a
+    subscription change owed before them), and nobody is called back on its thread."""
+    r = Rig()
+    box = Box()
+    r.core.add_mailbox(box)
+    assert not r.core.caller_may_send()  # not started
+    r.open()
+    assert not r.core.caller_may_send()  # LISTENING: the settings, the LISTENs, CONNECT
+    r.core.subscribe(box, ["a"])
+    r.settle()
+    assert r.phase is Phase.CONNECTED
+    assert r.core.caller_may_send()
+    said = box.said()
+    r.core.notify([item(1)])
+    command = r.send()
+    assert [i.confirm for i in command.batch] == [1]
+    assert box.said() == said  # nobody called back
+    assert r.answers == []
+    assert not r.core.caller_may_send()  # one in flight: the engine pipelines, not callers
+    r.answer()
+    assert r.core.caller_may_send()
+    r.core.subscribe(box, ["b"])
+    r.core.notify([item(2)])
+    assert r.send().kind is Kind.SUBS  # the LISTEN owed before the notify goes first
+    r.answer()
+    assert [i.confirm for i in r.send().batch] == [2]
+    r.answer()
+    r.core.stop_requested()
+    assert not r.core.caller_may_send()  # stopping: the engine sends what is left
+    r.finish()
+    assert not r.core.caller_may_send()
+
+
 def test_nothing_but_a_batch_goes_behind_a_notify_in_flight() -> None:
     """A LISTEN change, a retry alone or a probe waits for the answers: only the outbox's
     next batch is pipelined."""

@@ -125,6 +125,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.solos = 0
         self.rules_run = 0
         self.heard_at = 0.0  # when the session last heard from the server
+        self.callbacks = 0  # confirmations and advisories so far
 
     # --- the driver's part ----------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class CoreMachine(RuleBasedStateMachine):
         return [b for b in self.boxes if b.final is None and not b.close_asked]
 
     def _confirmed(self, items: list[Outgoing], ok: bool) -> None:
+        self.callbacks += 1
         for i in items:
             n = i.confirm
             assert n not in self.answers, f"notify {n} answered twice"
@@ -255,6 +257,7 @@ class CoreMachine(RuleBasedStateMachine):
     # --- the mailboxes' checks ----------------------------------------------------------------
 
     def check_advisory(self, box: Watched, advisory: Advisory) -> None:
+        self.callbacks += 1
         assert box.final is None, f"{advisory} after the final advisory"
         action = advisory.action
         core = self.core
@@ -337,9 +340,11 @@ class CoreMachine(RuleBasedStateMachine):
             max_size=3,
         ),
         together=st.booleans(),
+        here=st.booleans(),
     )
-    def notify(self, sends: list[tuple[str, bool]], together: bool) -> None:
-        """Notifies from one call; a bad one is refused by the server, and with it its batch."""
+    def notify(self, sends: list[tuple[str, bool]], together: bool, here: bool) -> None:
+        """Notifies from one call; a bad one is refused by the server, and with it its batch.
+        ``here``: the caller sends them itself when the core lets it (the engine idle)."""
         numbers = [next(self.numbers) for _ in sends]
         group = numbers[0]
         items = [
@@ -360,7 +365,22 @@ class CoreMachine(RuleBasedStateMachine):
         if self.wound_down:
             assert all(self.answers.get(n) is False for n in numbers)
             self.excused.update(numbers)
+        if here and core.caller_may_send():
+            self.caller_sends()
         self.step()
+
+    def caller_sends(self) -> None:
+        """What a caller's thread does with the engine's turn: the next command, which must
+        be a notify batch or a subscription change, and nothing called back meanwhile."""
+        assert self.session is not None
+        assert not self.flights
+        callbacks = self.callbacks
+        command = self.core.next_command(self.now, len(self.core.outbox))
+        assert command is not None
+        assert command.kind in (Kind.NOTIFY, Kind.SUBS), command
+        assert self.callbacks == callbacks, "a callback on a caller's thread"
+        event(f"a caller sent {command.kind.name}")
+        self.issue(command)
 
     @rule(standby=st.sampled_from([False, False, False, True]), reports=st.booleans())
     def server_role(self, standby: bool, reports: bool) -> None:
