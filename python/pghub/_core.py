@@ -398,6 +398,12 @@ class Core:
         reads its answer as ever. Anything busier is the driver's."""
         return not self.in_flight and self.phase is Phase.CONNECTED and not self.stopping
 
+    def answer_will_send(self) -> bool:
+        """Notifies queued now go out without waking the driver: it waits for the answer to
+        a command in flight (reading is not paused), after which it asks :meth:`next_command`
+        again, and it may send nothing before (:meth:`may_send` is False)."""
+        return bool(self.in_flight) and not self.may_send() and self._paused_until is None
+
     def may_finish(self) -> bool:
         """Stopping, and nothing left to send: the driver may wind down."""
         if not self.stopping:

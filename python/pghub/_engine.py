@@ -150,14 +150,15 @@ class Engine:
         wake-up of the engine thread on the way out; the engine thread reads the answer as
         ever. True when nothing is left for the engine to send or flush."""
         core = self.core
-        if not core.caller_may_send() or not self._turn.acquire(blocking=False):
-            return False  # a hint without the turn; decided again with it
+        if not self._turn.acquire(blocking=False):
+            return False  # the engine thread is busy: ring, so that it looks again
         try:
             session = self._session
             if session is None or self._waits_for or self._inbox or self._lost_here:
                 return False
             if not core.caller_may_send():
-                return False
+                # Waiting for answers, the engine looks at the queue after each: no wake-up.
+                return core.answer_will_send()
             if not core.outbox:
                 return True  # the engine took them meanwhile
             lost = self._send(session, len(core.outbox))

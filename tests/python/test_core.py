@@ -781,6 +781,36 @@ def test_a_read_pause_moves_every_deadline_in_flight() -> None:
     assert (first.deadline, second.deadline) == (before[0] + 1.0, before[1] + 1.0)
 
 
+def test_notifies_behind_a_full_pipeline_need_no_wake_up_unless_reading_pauses() -> None:
+    """The driver asks for the next command after every answer: with nothing it may send
+    before one (a full pipeline, or a command that goes alone), a notify need not wake it;
+    it must while it may send now, while nothing is in flight, and while reading pauses
+    (the answer is not read then)."""
+    r = Rig(batch_max_notifies=1, liveness_timeout=10.0, overflow_pause=1.0)
+    r.up()
+    assert not r.core.answer_will_send()  # nothing in flight
+    r.core.notify([item(1), item(2), item(3)])
+    r.send()
+    assert not r.core.answer_will_send()  # a second batch may go behind it now
+    r.send()
+    assert r.core.answer_will_send()  # full: the next answer brings the driver round
+    gauge = _Gauge(2, 2)
+    r.core.full([gauge], r.now)
+    assert not r.core.answer_will_send()  # the answer waits for the pause
+    gauge.held = 0
+    r.core.room(r.now)
+    assert r.core.answer_will_send()
+    r.answer()
+    assert [i.confirm for i in r.send().batch] == [3]  # asked again after the answer
+    r.answer()
+    r.answer()
+    box = Box()
+    r.core.add_mailbox(box)
+    r.core.subscribe(box, ["b"])
+    assert r.send().kind is Kind.SUBS
+    assert r.core.answer_will_send()  # a LISTEN goes alone
+
+
 def test_a_command_unanswered_within_liveness_drops_the_session() -> None:
     r = Rig(liveness_timeout=10.0)
     box = _subscribed_box(r, "a")

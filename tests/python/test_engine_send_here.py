@@ -14,7 +14,9 @@ from hubkit import HubPool, Recorder, subscribed, wait_until
 
 import pghub
 from pghub import Action
+from pghub._core import PIPELINE_DEPTH
 from pghub._session import Session, SessionLost
+from pghub.testing import FaultProxy
 
 _real_send = Session.send
 
@@ -141,3 +143,38 @@ def test_a_session_broken_on_a_callers_thread_is_the_engines_to_tell(
     assert rec.actions().index(Action.DISCONNECT) < rec.actions().index(Action.RECONNECT)
     hub.notify("broken", [2]).result(10)
     assert [e.key for e in rec.wait_events(2)] == [(1,), (2,)]
+
+
+def test_a_notify_behind_a_full_pipeline_does_not_wake_the_engine(
+    dsn: str, hubs: HubPool, proxy: FaultProxy, senders: _Senders
+) -> None:
+    """With as many batches in flight as may be, the engine can send nothing before an answer,
+    and it looks at the queue after each answer: a notify then queues without waking it. The
+    server held (a black hole) until the pipeline is full; everything is answered, in order,
+    once it lets go."""
+    hub = hubs.started(proxy.dsn(dsn))
+    rec = Recorder()
+    hub.consumer(rec, "full")
+    subscribed(rec, "full")
+    engine = hub._engine
+    rings: list[threading.Thread] = []
+    ring = engine._inbox.ring
+
+    def counted_ring() -> None:
+        rings.append(threading.current_thread())
+        ring()
+
+    engine._inbox.ring = counted_ring  # type: ignore[method-assign]
+    _idle(hub)
+    proxy.blackhole()
+    futures = [hub.notify("full", [0])]  # sent here: one in flight
+    assert len(engine.core.in_flight) == 1
+    futures.append(hub.notify("full", [1]))  # pipelined behind it by the engine, woken
+    wait_until(lambda: len(engine.core.in_flight) == PIPELINE_DEPTH, 5, "a full pipeline")
+    me = threading.current_thread()
+    before = rings.count(me)
+    futures += [hub.notify("full", [n]) for n in range(2, 6)]
+    assert rings.count(me) == before  # no wake-up: the answers will bring the engine round
+    proxy.resume()
+    assert [f.result(10) for f in futures] == [True] * 6
+    assert [e.key for e in rec.wait_events(6)] == [(n,) for n in range(6)]
