@@ -18,13 +18,14 @@ monitor thread looks, every half :func:`stall` while the pool is busy, whether c
 ready while every worker is stuck: in one turn for :func:`stall` or more, in which it used
 under a tenth of that in CPU time (it waits: a lock, a sleep, I/O). Then it adds a worker (as
 work-stealing pools do for a blocked worker, or Go's scheduler for a thread in a system call),
-up to ``max_threads``. A worker that computes is not stuck, only slow: under the GIL another
-worker would not run beside it, only contend with it; a turn's bound on events keeps it from
-holding the others up for long. At the cap, ready consumers wait until a worker is free (a
-warning is logged once per spell). A worker idle for :data:`IDLE_EXIT` seconds ends; the last
-one waits without a timeout, and ends once no consumer uses the pool. The monitor polls only
-while consumers wait on the ready queue (and a little after); then it sleeps without a
-timeout until a wake-up finds every worker busy.
+up to ``max_threads``. A worker that computes is only slow at first: a worker that merely
+waits for the GIL looks the same for a while, and adding one would only add contention; past
+:data:`COMPUTE_STALL` in one turn it is stuck too, and the added worker shares the GIL with it
+(the interpreter switches threads every switch interval). At the cap, ready consumers wait
+until a worker is free (a warning is logged once per spell). A worker idle for
+:data:`IDLE_EXIT` seconds ends; the last one waits without a timeout, and ends once no
+consumer uses the pool. The monitor polls only while consumers wait on the ready queue (and a
+little after); then it sleeps without a timeout until a wake-up finds every worker busy.
 
 The engine thread may run a turn itself (:meth:`CallbackPool.run_here`, ``run="inline"``):
 it takes the consumer the same way, so the states hold whichever thread runs a turn.
@@ -56,6 +57,11 @@ def stall() -> float:
 #: Events a turn delivers at most: a consumer with more goes behind those ready (a turn of
 #: small callbacks stays well under a switch interval).
 TURN_EVENTS = 256
+#: Seconds in one turn after which a worker counts as stuck even while it computes: the ready
+#: consumers then get a worker that shares the GIL with it, a switch interval at a time,
+#: instead of waiting for the end of its turn (a worker that only waits for the GIL is not in
+#: one turn that long).
+COMPUTE_STALL = 0.1
 #: Seconds an extra worker stays idle before it ends.
 IDLE_EXIT = 2.0
 #: Polls of the monitor that find no consumer waiting before it sleeps until woken.
@@ -107,8 +113,8 @@ class _Slot:
 
     def stuck(self, now: float, stall: float) -> bool:
         """In one turn for ``stall`` seconds or more (the monitor's view), in which it used
-        under a tenth of that in CPU: waiting, not computing. A callback that computes holds
-        the GIL: another worker would not run beside it, only contend with it."""
+        under a tenth of that in CPU (waiting, not computing), or for :data:`COMPUTE_STALL`
+        whatever it did."""
         if self.member is None:
             return False
         cpu = _cpu(self.clock)
@@ -116,7 +122,7 @@ class _Slot:
             self.seen_turn, self.seen, self.cpu = self.turns, now, cpu
             return False
         elapsed = now - self.seen
-        return elapsed >= stall and cpu - self.cpu < elapsed / 10
+        return elapsed >= stall and (cpu - self.cpu < elapsed / 10 or elapsed >= COMPUTE_STALL)
 
 
 def _cpu(clock: int | None) -> float:

@@ -121,6 +121,34 @@ def test_a_stuck_worker_is_replaced_while_others_wait(pool: CallbackPool) -> Non
         release.set()
 
 
+class _Computer(_Member):
+    """A member whose first turn computes (holds the GIL, a pure Python loop) for BLOCK/2 s."""
+
+    def pool_turn(self, limit: int | None) -> Turn:
+        if not self.blocked.is_set():
+            self.blocked.set()
+            self.threads.add(threading.current_thread().name)
+            until = time.monotonic() + BLOCK / 2
+            while time.monotonic() < until:
+                sum(range(100))
+        return super().pool_turn(limit)
+
+
+def test_a_worker_computing_in_one_long_turn_gets_a_worker_beside_it(pool: CallbackPool) -> None:
+    computer = _Computer(pool)
+    others = [_Member(pool) for _ in range(3)]
+    computer.put()
+    assert computer.blocked.wait(5)
+    started = time.monotonic()
+    for m in others:
+        m.put()
+    wait_until(lambda: all(m.taken == 1 for m in others), BLOCK, "others served")
+    # COMPUTE_STALL (0.1 s) and a GIL shared with the computer, not its whole 1.5 s turn.
+    assert time.monotonic() - started < 0.6
+    assert not any(m.threads & computer.threads for m in others)
+    wait_until(lambda: computer.taken == 1, BLOCK, "the computer's turn ends")
+
+
 def test_extra_workers_end_when_idle_and_the_monitor_sleeps(
     pool: CallbackPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
