@@ -89,9 +89,9 @@ def targets_of(scenario: str, entry: dict[str, Any]) -> dict[str, bool | None]:
             "p50 <= 1.1x baseline": at_most(ratio["p50_ms"], 1.1),
             "p99 <= 1.1x baseline": at_most(ratio["p99_ms"], 1.1),
         }
-    if scenario == "fanout-pool":
+    if scenario in ("fanout-pool", "fanout-inline"):
         return {"deliveries/s >= 3,000,000": at_least(pghub["events_per_s"], 3_000_000)}
-    if scenario == "paced10k":
+    if scenario in ("paced10k", "paced10k-inline"):
         return {"p99 <= 1 ms": at_most(pghub["p99_ms"], 1.0)}
     if scenario == "fanout":
         return {"deliveries/s >= 200,000": at_least(pghub["events_per_s"], 200_000)}

@@ -22,22 +22,25 @@ SCENARIOS = (
     "paced",
     "paced10k",
     "paced-inline",
+    "paced10k-inline",
     "fanout",
     "fanout-shared",
     "fanout-pool",
+    "fanout-inline",
     "large",
 )
 # Variants of a scenario whose pghub listener runs its callbacks elsewhere than in a thread of
 # their own (docs/hub.md, Where callbacks run); each runs on both sides, like any scenario, so
-# that its ratio is to a baseline of the same run: paced-inline (run="inline", on the hub's
-# engine thread), fanout-shared (shared=True: values shared rather than copied for each of
-# the 100 consumers, each still in a thread of its own) and fanout-pool (run="pool",
-# shared=True: the hub's callback pool as well; against fanout-shared, the pool's own part).
+# that its ratio is to a baseline of the same run: paced-inline and paced10k-inline
+# (run="inline", on the hub's engine thread), fanout-shared (shared=True: values shared rather
+# than copied for each of the 100 consumers, each still in a thread of its own), fanout-pool
+# (run="pool", shared=True: the hub's callback pool as well; against fanout-shared, the pool's
+# own part) and fanout-inline (run="inline", shared=True: every callback on the engine thread).
 # Durable topics (issue 13): through pghub only, once a run, each in a database of its own
 # (durable.py). The full run includes them; --quick only when named with --scenario.
 DURABLE = ("durable-replay", "durable-latency", "durable-writers", "durable-large")
 # The latency scenarios: 1,000 and 10,000 events a second.
-PACED = ("paced", "paced10k", "paced-inline")
+PACED = ("paced", "paced10k", "paced-inline", "paced10k-inline")
 SIDES = ("baseline", "pghub")  # every scenario runs on both
 # Listeners a user would pick instead of pghub (issue 11), measured where the listener alone
 # sets the pace: asyncpg's add_listener, node-postgres. Each is optional (peers.py).
@@ -81,12 +84,18 @@ def workloads(quick: bool) -> dict[str, Workload]:
             "paced-inline": Workload(
                 "paced-inline", 1_500, rate=1000.0, latencies=True, run="inline"
             ),
+            "paced10k-inline": Workload(
+                "paced10k-inline", 5_000, rate=10_000.0, latencies=True, run="inline"
+            ),
             "fanout": Workload("fanout", 1_000, consumers=100, batch=BURST),
             "fanout-shared": Workload(
                 "fanout-shared", 1_000, consumers=100, batch=BURST, shared=True
             ),
             "fanout-pool": Workload(
                 "fanout-pool", 1_000, consumers=100, batch=BURST, run="pool", shared=True
+            ),
+            "fanout-inline": Workload(
+                "fanout-inline", 1_000, consumers=100, batch=BURST, run="inline", shared=True
             ),
             "large": Workload("large", 4_000, batch=BURST, pad=LARGE_PAD),
         }
@@ -98,10 +107,16 @@ def workloads(quick: bool) -> dict[str, Workload]:
         "paced": Workload("paced", 10_000, rate=1000.0, latencies=True),
         "paced10k": Workload("paced10k", 50_000, rate=10_000.0, latencies=True),
         "paced-inline": Workload("paced-inline", 10_000, rate=1000.0, latencies=True, run="inline"),
+        "paced10k-inline": Workload(
+            "paced10k-inline", 50_000, rate=10_000.0, latencies=True, run="inline"
+        ),
         "fanout": Workload("fanout", 5_000, consumers=100, batch=BURST),
         "fanout-shared": Workload("fanout-shared", 5_000, consumers=100, batch=BURST, shared=True),
         "fanout-pool": Workload(
             "fanout-pool", 5_000, consumers=100, batch=BURST, run="pool", shared=True
+        ),
+        "fanout-inline": Workload(
+            "fanout-inline", 5_000, consumers=100, batch=BURST, run="inline", shared=True
         ),
         "large": Workload("large", 40_000, batch=BURST, pad=LARGE_PAD),
     }
