@@ -10,8 +10,9 @@ What its callers see of its life (started, stopped, first connect, forked) is ke
 ``_lifecycle``; callers waiting for room in a full send queue wait in ``_waitroom``.
 
 The engine thread holds its turn (a lock) except while it waits in ``poll()``. A caller of
-``notify`` that finds it waiting with nothing in flight takes the turn and sends the core's
-next command itself (``_send_here``): the event leaves without waking the engine thread, a
+``notify`` that finds it waiting with nothing in flight, and quiet for a moment
+(``Core.caller_may_send``), takes the turn and sends the core's next command itself
+(``_send_here``): the event leaves without waking the engine thread, a
 thread hand-off saved on the way out; the engine thread, woken by the answer, reads it and
 calls back as ever. Nothing but sending is done on a caller's thread: a session that breaks
 there is told to the core by the engine thread.
@@ -156,7 +157,7 @@ class Engine:
             session = self._session
             if session is None or self._waits_for or self._inbox or self._lost_here:
                 return False
-            if not core.caller_may_send():
+            if not core.caller_may_send(time.monotonic()):
                 # Waiting for answers, the engine looks at the queue after each: no wake-up.
                 return core.answer_will_send()
             if not core.outbox:

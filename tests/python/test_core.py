@@ -15,6 +15,7 @@ from corekit import Box, Refused, Rig, item
 
 from pghub._core import (
     _ALLOWED,
+    CALLER_SEND_QUIET,
     PIPELINE_DEPTH,
     PROBE_QUERY,
     SETUP_QUERY,
@@ -572,39 +573,46 @@ def test_notify_batches_are_pipelined_up_to_the_depth() -> None:
     assert r.core.command is None
 
 
-def test_a_caller_may_send_only_while_connected_with_nothing_in_flight() -> None:
+def test_a_caller_may_send_only_while_connected_and_quiet() -> None:
     """A caller's thread sends itself (the engine idle) only on an announced session with
-    nothing in flight and no stop asked: then the next command is its notifies (or a
-    subscription change owed before them), and nobody is called back on its thread."""
+    nothing in flight for CALLER_SEND_QUIET and no stop asked: then the next command is its
+    notifies (or a subscription change owed before them), and nobody is called back on its
+    thread."""
     r = Rig()
     box = Box()
     r.core.add_mailbox(box)
-    assert not r.core.caller_may_send()  # not started
+    assert not r.core.caller_may_send(r.now)  # not started
     r.open()
-    assert not r.core.caller_may_send()  # LISTENING: the settings, the LISTENs, CONNECT
+    assert not r.core.caller_may_send(r.now)  # LISTENING: the settings, the LISTENs, CONNECT
     r.core.subscribe(box, ["a"])
     r.settle()
     assert r.phase is Phase.CONNECTED
-    assert r.core.caller_may_send()
+    assert not r.core.caller_may_send(r.now)  # the last answer just came
+    r.tick(CALLER_SEND_QUIET)
+    assert r.core.caller_may_send(r.now)
     said = box.said()
     r.core.notify([item(1)])
     command = r.send()
     assert [i.confirm for i in command.batch] == [1]
     assert box.said() == said  # nobody called back
     assert r.answers == []
-    assert not r.core.caller_may_send()  # one in flight: the engine pipelines, not callers
+    r.tick(CALLER_SEND_QUIET)
+    assert not r.core.caller_may_send(r.now)  # one in flight: the engine pipelines, not callers
     r.answer()
-    assert r.core.caller_may_send()
+    assert not r.core.caller_may_send(r.now + CALLER_SEND_QUIET / 2)  # a stream: the engine's
+    r.tick(CALLER_SEND_QUIET)
+    assert r.core.caller_may_send(r.now)
     r.core.subscribe(box, ["b"])
     r.core.notify([item(2)])
     assert r.send().kind is Kind.SUBS  # the LISTEN owed before the notify goes first
     r.answer()
     assert [i.confirm for i in r.send().batch] == [2]
     r.answer()
+    r.tick(CALLER_SEND_QUIET)
     r.core.stop_requested()
-    assert not r.core.caller_may_send()  # stopping: the engine sends what is left
+    assert not r.core.caller_may_send(r.now)  # stopping: the engine sends what is left
     r.finish()
-    assert not r.core.caller_may_send()
+    assert not r.core.caller_may_send(r.now)
 
 
 def test_nothing_but_a_batch_goes_behind_a_notify_in_flight() -> None:

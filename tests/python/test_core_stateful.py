@@ -43,7 +43,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pghub._core import PIPELINE_DEPTH, Command, Core, Kind, Phase
+from pghub._core import CALLER_SEND_QUIET, PIPELINE_DEPTH, Command, Core, Kind, Phase
 from pghub._outbox import Outgoing
 from pghub._router import Router
 from pghub.errors import SendQueueFull
@@ -344,7 +344,10 @@ class CoreMachine(RuleBasedStateMachine):
     )
     def notify(self, sends: list[tuple[str, bool]], together: bool, here: bool) -> None:
         """Notifies from one call; a bad one is refused by the server, and with it its batch.
-        ``here``: the caller sends them itself when the core lets it (the engine idle)."""
+        ``here``: a moment later (CALLER_SEND_QUIET), and the caller sends them itself when
+        the core lets it (the engine idle)."""
+        if here and self.rig is not None and not self.wound_down:
+            self.clock(CALLER_SEND_QUIET)
         numbers = [next(self.numbers) for _ in sends]
         group = numbers[0]
         items = [
@@ -365,7 +368,7 @@ class CoreMachine(RuleBasedStateMachine):
         if self.wound_down:
             assert all(self.answers.get(n) is False for n in numbers)
             self.excused.update(numbers)
-        if here and core.caller_may_send():
+        if here and core.caller_may_send(self.now):
             self.caller_sends()
         self.step()
 

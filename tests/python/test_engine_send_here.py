@@ -7,6 +7,7 @@ that breaks on a caller's thread (the engine tells the core, which reconnects an
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hubkit import HubPool, Recorder, subscribed, wait_until
 
 import pghub
 from pghub import Action
-from pghub._core import PIPELINE_DEPTH
+from pghub._core import CALLER_SEND_QUIET, PIPELINE_DEPTH
 from pghub._session import Session, SessionLost
 from pghub.testing import FaultProxy
 
@@ -56,9 +57,11 @@ def senders(monkeypatch: pytest.MonkeyPatch) -> _Senders:
 
 
 def _idle(hub: pghub.Hub) -> None:
-    """Wait until nothing is in flight (the engine waits with nothing to do)."""
+    """Wait until nothing has been in flight for CALLER_SEND_QUIET (the engine waits with
+    nothing to do, and no stream of notifies is going on)."""
     core = hub._engine.core
     wait_until(lambda: core.state == "connected" and not core.in_flight, 10, "an idle hub")
+    time.sleep(CALLER_SEND_QUIET * 4)
 
 
 def _engine_thread(hub: pghub.Hub) -> threading.Thread:
