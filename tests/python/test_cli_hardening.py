@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -755,3 +756,36 @@ def test_errors_name_the_command_once(
     demo = run("demo", "--dsn", target, "--pace", "0")
     assert demo.returncode == NO_PRIVILEGE
     assert error_line(demo, "demo").startswith("pghub demo: installing pghub: permission denied")
+
+
+def test_say_writes_whole_lines_beside_another_threads_log() -> None:
+    """say() and the hub's log share stderr from two threads: every line stays whole (print()
+    wrote a line and its newline apart, so another thread's line could land between)."""
+    script = textwrap.dedent(
+        """
+        import logging, sys, threading
+        from pghub.cli._common import say
+
+        handler = logging.StreamHandler(sys.stderr)
+        log = logging.getLogger("race")
+        log.addHandler(handler)
+        log.propagate = False
+
+        def logs():
+            for _ in range(20000):
+                log.warning("B" * 40)
+
+        thread = threading.Thread(target=logs)
+        thread.start()
+        for _ in range(20000):
+            say("A" * 40)
+        thread.join()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = done.stderr.splitlines()
+    torn = [line for line in lines if line not in ("A" * 40, "B" * 40)]
+    assert not torn, f"{len(torn)} torn lines, e.g. {torn[:3]}"
+    assert len(lines) == 40000

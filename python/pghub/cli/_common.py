@@ -96,9 +96,14 @@ def first_line(error: BaseException) -> str:
 def say(message: str, stream: TextIO | None = None) -> None:
     """One line for a person, on stderr unless told otherwise, flushed at once.
 
-    Passwords of the connection settings in use are masked, whatever quoted them.
+    Passwords of the connection settings in use are masked, whatever quoted them. The line
+    and its newline go in one write: ``print`` writes them in two, between which another
+    thread's line (the hub's log, on the same stderr) could land, leaving two lines run
+    together and an empty one.
     """
-    print(shorten(redact(message)), file=stream or sys.stderr, flush=True)
+    out = stream or sys.stderr
+    out.write(shorten(redact(message)) + "\n")
+    out.flush()
 
 
 def use_colour(stream: TextIO) -> bool:
