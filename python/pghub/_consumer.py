@@ -549,7 +549,6 @@ class PooledConsumer(Consumer):
         **settings: Any,
     ) -> None:
         self._pool = pool
-        self.inline = inline
         self._backlog: deque[Event] = deque()  # taken, not yet delivered (a turn's limit)
         self._done = threading.Event()  # its final advisory has been delivered
         self._retry: threading.Timer | None = None  # a failed resync's retry

@@ -80,7 +80,12 @@ class _Member:
 def pool() -> Iterator[CallbackPool]:
     p = CallbackPool("t", 8, LOG)
     yield p
-    with p._lock:  # its members are gone: its threads end
+    _retire(p)
+
+
+def _retire(p: CallbackPool) -> None:
+    """Its members are gone: its threads end."""
+    with p._lock:
         p._members = 0
         p._work.notify_all()
         p._watch.notify_all()
@@ -194,10 +199,7 @@ def test_the_cap_holds_and_the_waiting_member_is_served_once_a_worker_is_free() 
     assert other.taken == 0  # at the cap it waits for the one worker
     release.set()
     wait_until(lambda: other.taken == 1, 5, "served after the blocked turn")
-    with capped._lock:
-        capped._members = 0
-        capped._work.notify_all()
-        capped._watch.notify_all()
+    _retire(capped)
 
 
 # --- pooled consumers against the server --------------------------------------------------------
